@@ -1,0 +1,1 @@
+"""Adapters: SQL tables and repositories, password hashing and token signing."""

@@ -1,0 +1,1 @@
+"""The auth domain: users, refresh tokens, signing keys and their rules (plain Python)."""

@@ -1,0 +1,212 @@
+"""`make bench`: figures of one run on this machine, each against a baseline of the same run.
+
+- start-up: seconds from launching the stack to all services ready (first and second start)
+- memory: resident memory of the whole stack after start-up
+- GET /v1/products/{id} through the gateway versus GetProduct over gRPC directly, same
+  concurrency; the gateway should keep at least 50% of the direct throughput
+- events: outbox insert to consumer commit, versus raw XADD + XREADGROUP/XACK (target >= 0.15)
+- orders: completed orders per second through REST until terminal, and the time to the
+  terminal state at 100 orders/s, in both saga modes (targets 200 orders/s, p99 < 250 ms)
+- tracing: order throughput with tracing exported over OTLP versus OTEL_SDK_DISABLED=true,
+  same run (target: keeps >= 85%)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+from product.v1 import product_pb2, product_pb2_grpc
+from tienda_platform.redis_server import EmbeddedRedis
+
+from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
+from tienda_devstack.bench_orders import run_orders
+from tienda_devstack.loadgen import LoadResult, closed_loop, http_get_worker
+from tienda_devstack.otlp_receiver import OtlpReceiver
+from tienda_devstack.stack import Ports, Stack, cpu_seconds, resident_memory_bytes
+
+CONCURRENCY = 16
+SECONDS = 5.0
+ORDERS = 300
+
+
+def admin_token(stack: Stack) -> str:
+    response = httpx.post(
+        f"{stack.gateway_url}/v1/auth/login",
+        json={"email": stack.admin.email, "password": stack.admin.password},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def create_product(stack: Stack, token: str, stock: int = 1000) -> str:
+    response = httpx.post(
+        f"{stack.gateway_url}/v1/products",
+        headers={"Authorization": f"Bearer {token}"},
+        json={
+            "sku": f"BENCH-{time.time_ns()}",
+            "name": "Bench mug",
+            "price_cents": 1000,
+            "stock": stock,
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+async def grpc_get_product(target: str, product_id: str) -> LoadResult:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = product_pb2_grpc.ProductServiceStub(channel)
+        request = product_pb2.GetProductRequest(id=product_id)
+
+        async def make_worker():
+            async def call() -> bool:
+                await stub.GetProduct(request)
+                return True
+
+            return call
+
+        return await closed_loop(make_worker, concurrency=CONCURRENCY, seconds=SECONDS)
+
+
+async def gateway_get_product(port: int, product_id: str) -> LoadResult:
+    async def make_worker():
+        return await http_get_worker("127.0.0.1", port, f"/v1/products/{product_id}")
+
+    return await closed_loop(make_worker, concurrency=CONCURRENCY, seconds=SECONDS)
+
+
+def timed_start(
+    data_dir: Path, ports: Ports, env: dict[str, str] | None = None
+) -> tuple[Stack, float]:
+    stack = Stack(data_dir=data_dir, ports=ports, env=env or {})
+    started = time.monotonic()
+    stack.start()
+    stack.wait_ready(timeout=60)
+    return stack, time.monotonic() - started
+
+
+def section_startup_and_gateway(tmp: Path) -> None:
+    ports = Ports.free()
+    first, first_start = timed_start(tmp, ports)
+    first.stop()
+    stack, second_start = timed_start(tmp, ports)
+    try:
+        rss, pss = resident_memory_bytes(stack.pids())
+        print(f"start-up, empty data folder     {first_start:6.2f} s   (target < 5 s)")
+        print(f"start-up, existing data         {second_start:6.2f} s   (target < 5 s)")
+        print(
+            f"resident memory after start-up  {pss / 2**20:6.0f} MB PSS, {rss / 2**20:.0f} MB RSS"
+            f"  (target < 400 MB, {len(stack.pids())} processes incl. Redis)"
+        )
+        product_id = create_product(stack, admin_token(stack))
+        print(f"\nGetProduct, {CONCURRENCY} concurrent clients, {SECONDS:.0f} s each:")
+        direct = asyncio.run(grpc_get_product(f"127.0.0.1:{ports.product}", product_id))
+        print(f"  gRPC direct              {direct.summary()}")
+        gateway = asyncio.run(gateway_get_product(ports.gateway, product_id))
+        print(f"  REST through the gateway {gateway.summary()}")
+        ratio = gateway.throughput / direct.throughput
+        print(f"  gateway / direct throughput ratio {ratio:.2f}  (target >= 0.50)")
+    finally:
+        stack.stop()
+
+
+def section_events(tmp: Path) -> None:
+    """On a Redis of its own (the stack's services would consume the bench's events too)."""
+    print(f"\nevents, {EVENTS} user.registered, one consumer, embedded Redis:")
+    with EmbeddedRedis(tmp / "events-redis") as server:
+        raw = asyncio.run(raw_redis_rate(server.url))
+        print(f"  raw redis-py XADD + XREADGROUP/XACK   {raw:8.0f} entries/s")
+        databases = [("SQLite", "")]
+        if postgres := os.environ.get("TIENDA_BENCH_POSTGRES_URL", ""):
+            databases.append(("PostgreSQL", postgres))
+        for name, url in databases:
+            ours = asyncio.run(pipeline_rate(server.url, tmp, database_url=url))
+            print(
+                f"  outbox -> relay -> consumer commit, {name:<10} {ours:6.0f} events/s"
+                f"  ratio {ours / raw:.3f}  (target >= 0.15)"
+            )
+
+
+def order_figures(stack: Stack, label: str) -> float:
+    token = admin_token(stack)
+    product_id = create_product(stack, token, stock=1_000_000)
+    asyncio.run(run_orders(stack, token=token, product_id=product_id, count=50, rate=None))
+    pids = {name: process.pid for name, process in stack.processes.items()}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    peak = asyncio.run(
+        run_orders(stack, token=token, product_id=product_id, count=ORDERS, rate=None)
+    )
+    cpu_per_order = {
+        name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / ORDERS for name, pid in pids.items()
+    }
+    paced = asyncio.run(
+        run_orders(stack, token=token, product_id=product_id, count=ORDERS, rate=100)
+    )
+    # below this machine's capacity: the time to terminal without queueing
+    light = asyncio.run(run_orders(stack, token=token, product_id=product_id, count=50, rate=5))
+    print(f"  {label:<34} max {peak.summary()}")
+    print(f"  {label:<34} at 100/s {paced.summary()}")
+    print(f"  {label:<34} at 5/s {light.summary()}")
+    print(
+        f"  {label:<34} CPU per order in the max run: "
+        + ", ".join(f"{name} {ms:.0f} ms" for name, ms in cpu_per_order.items())
+    )
+    return peak.throughput
+
+
+def section_orders(tmp: Path) -> None:
+    print("\norders through REST until terminal (tok_ok), 32 concurrent clients:")
+    for mode in ("orchestration", "choreography"):
+        stack, _ = timed_start(tmp / mode, Ports.free(), {"ORDER_SAGA_MODE": mode})
+        try:
+            order_figures(stack, mode)
+        finally:
+            stack.stop()
+    print("  (targets: >= 200 orders/s; p99 < 250 ms at 100 orders/s)")
+
+
+def section_tracing(tmp: Path) -> None:
+    print("\ntracing on (OTLP export to a local receiver) versus off, orchestration:")
+    receiver = OtlpReceiver().start()
+    results = {}
+    try:
+        for label, env in (
+            ("tracing off", {"OTEL_SDK_DISABLED": "true"}),
+            (
+                "tracing on",
+                {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                    "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                },
+            ),
+        ):
+            stack, _ = timed_start(tmp / label.replace(" ", "-"), Ports.free(), env)
+            try:
+                results[label] = order_figures(stack, label)
+            finally:
+                stack.stop()
+    finally:
+        receiver.stop()
+    print(
+        f"  kept with tracing on: {results['tracing on'] / results['tracing off']:.0%}"
+        f"  (target >= 85%; Prometheus metrics are on in both runs; "
+        f"{len(receiver.snapshot())} spans received)"
+    )
+
+
+def main() -> int:
+    print(__doc__)
+    with tempfile.TemporaryDirectory(prefix="tienda-bench-") as tmp:
+        section_startup_and_gateway(Path(tmp))
+        section_events(Path(tmp))
+        section_orders(Path(tmp))
+        section_tracing(Path(tmp))
+    return 0

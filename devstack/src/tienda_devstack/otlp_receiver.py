@@ -1,0 +1,94 @@
+"""A real OTLP/gRPC trace receiver (the opentelemetry-proto service definitions served by
+grpcio) that keeps every span it is sent: for the telemetry tests and the tracing benchmark."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
+    attributes: dict[str, object]
+    links: tuple[str, ...]  # trace ids of linked spans
+
+
+def _value(any_value) -> object:
+    field = any_value.WhichOneof("value")
+    return getattr(any_value, field) if field else None
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self._receiver = receiver
+
+    def Export(self, request, context):
+        spans = []
+        for resource_spans in request.resource_spans:
+            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    spans.append(
+                        ReceivedSpan(
+                            service=str(resource.get("service.name", "")),
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            kind=span.kind,
+                            attributes={a.key: _value(a.value) for a in span.attributes},
+                            links=tuple(link.trace_id.hex() for link in span.links),
+                        )
+                    )
+        with self._receiver.lock:
+            self._receiver.spans.extend(spans)
+            self._receiver.resources.append(resource)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class OtlpReceiver:
+    """Listens on 127.0.0.1:<port>; point OTEL_EXPORTER_OTLP_ENDPOINT at `endpoint`."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.resources: list[dict[str, object]] = []
+        self.lock = threading.Lock()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> OtlpReceiver:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=1)
+
+    def snapshot(self) -> list[ReceivedSpan]:
+        with self.lock:
+            return list(self.spans)
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> list[ReceivedSpan]:
+        """Wait until predicate(spans) is true; returns the spans then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            spans = self.snapshot()
+            if predicate(spans):
+                return spans
+            assert time.monotonic() < deadline, f"spans never matched; got {len(spans)} spans"
+            time.sleep(0.1)

@@ -1,0 +1,267 @@
+"""The whole tienda system as local processes: what `make run`, the end-to-end tests and the
+benchmarks start."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from tienda_platform.redis_server import EmbeddedRedis
+
+SERVICES = ("auth_service", "product_service", "order_service", "gateway")
+DEFAULT_ADMIN_EMAIL = "admin@tienda.local"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where each process listens."""
+
+    auth: int = 50051
+    product: int = 50052
+    order: int = 50053
+    gateway: int = 8080
+    auth_metrics: int = 9101
+    product_metrics: int = 9102
+    order_metrics: int = 9103
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Seven ports that are free on the loopback interface right now."""
+        sockets = [socket.socket() for _ in range(7)]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            return cls(*(s.getsockname()[1] for s in sockets))
+        finally:
+            for s in sockets:
+                s.close()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Ports:
+        """The defaults, overridden by the variables the services themselves read."""
+        names = (
+            "AUTH_GRPC_PORT",
+            "PRODUCT_GRPC_PORT",
+            "ORDER_GRPC_PORT",
+            "GATEWAY_PORT",
+            "AUTH_METRICS_PORT",
+            "PRODUCT_METRICS_PORT",
+            "ORDER_METRICS_PORT",
+        )
+        defaults = cls()
+        values = [
+            int(env.get(name) or getattr(defaults, f))
+            for name, f in zip(names, cls.__dataclass_fields__, strict=True)
+        ]
+        return cls(*values)
+
+    def grpc_port(self, service: str) -> int:
+        return {
+            "auth_service": self.auth,
+            "product_service": self.product,
+            "order_service": self.order,
+        }[service]
+
+
+def stored_secret(path: Path) -> str:
+    """A random secret generated on the first run and kept in the data folder."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@dataclass
+class AdminLogin:
+    email: str
+    password: str
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, env: Mapping[str, str]) -> AdminLogin:
+        """The admin from the environment, else the one generated on the first run (kept)."""
+        email = env.get("BOOTSTRAP_ADMIN_EMAIL") or DEFAULT_ADMIN_EMAIL
+        if password := env.get("BOOTSTRAP_ADMIN_PASSWORD"):
+            return cls(email, password)
+        stored = data_dir / "admin-password"
+        if not stored.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            stored.write_text(f"Admin{secrets.token_urlsafe(12)}7\n")
+            stored.chmod(0o600)
+        return cls(email, stored.read_text().strip())
+
+
+@dataclass
+class Stack:
+    """Starts, watches and stops the services and the gateway as child processes."""
+
+    data_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    env: dict[str, str] = field(default_factory=dict)
+    log_to_files: bool = True
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis: EmbeddedRedis | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        settings = {**os.environ, **self.env}
+        self.admin = AdminLogin.for_data_dir(self.data_dir, settings)
+        self.service_secret = stored_secret(self.data_dir / "service-client-secret")
+        self.redis_url = settings.get("REDIS_URL", "")
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    def child_env(self) -> dict[str, str]:
+        p = self.ports
+        env = {
+            **os.environ,
+            "TIENDA_DATA_DIR": str(self.data_dir),
+            "AUTH_GRPC_PORT": str(p.auth),
+            "PRODUCT_GRPC_PORT": str(p.product),
+            "ORDER_GRPC_PORT": str(p.order),
+            "GATEWAY_PORT": str(p.gateway),
+            "AUTH_METRICS_PORT": str(p.auth_metrics),
+            "PRODUCT_METRICS_PORT": str(p.product_metrics),
+            "ORDER_METRICS_PORT": str(p.order_metrics),
+            "AUTH_GRPC_TARGET": f"127.0.0.1:{p.auth}",
+            "PRODUCT_GRPC_TARGET": f"127.0.0.1:{p.product}",
+            "ORDER_GRPC_TARGET": f"127.0.0.1:{p.order}",
+            "BOOTSTRAP_ADMIN_EMAIL": self.admin.email,
+            "BOOTSTRAP_ADMIN_PASSWORD": self.admin.password,
+            "PRODUCT_SEED_DEMO": "true",
+            "REDIS_URL": self.redis_url,
+            "SERVICE_CLIENT_SECRET": self.service_secret,
+            # order_service is the only service that calls another as itself (the saga's
+            # ReserveStock, ReleaseStock and CommitReservation)
+            "SERVICE_CLIENT_SECRETS": f"order_service:{self.service_secret}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(self.env)
+        # byte-code caches make every start after the first one much faster
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
+    def log_path(self, service: str) -> Path:
+        return self.data_dir / "logs" / f"{service}.log"
+
+    def start(self, services: tuple[str, ...] = SERVICES) -> None:
+        """Start the given processes (all by default) without waiting for them."""
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if not self.redis_url:
+            self.redis = EmbeddedRedis(self.data_dir / "redis").start()
+            self.redis_url = self.redis.url
+        env = self.child_env()
+        for service in services:
+            out = self.log_path(service).open("ab") if self.log_to_files else None
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", service],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+            )
+            if out:
+                out.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Block until the gateway reports every service SERVING; returns the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                self.raise_if_exited()
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.gateway_url}/readyz").status_code == 200:
+                        return time.monotonic() - started
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"tienda not ready after {timeout:.0f}s; logs in {self.data_dir / 'logs'}"
+                    )
+                time.sleep(0.05)
+
+    def raise_if_exited(self) -> None:
+        for service, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{service} exited with code {process.returncode}; see {self.log_path(service)}"
+                )
+
+    def stop(self, services: tuple[str, ...] | None = None, timeout: float = 10.0) -> None:
+        """SIGTERM (graceful: NOT_SERVING, drain), then SIGKILL whatever is left."""
+        chosen = [s for s in (services or tuple(self.processes)) if s in self.processes]
+        for service in reversed(chosen):
+            with contextlib.suppress(ProcessLookupError):
+                self.processes[service].send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for service in chosen:
+            process = self.processes.pop(service)
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if not self.processes and self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+            self.redis_url = ""
+
+    def kill(self, service: str) -> None:
+        """SIGKILL one process, as a crash would."""
+        process = self.processes.pop(service)
+        process.kill()
+        process.wait()
+
+    def pids(self) -> list[int]:
+        """Every process of the stack, the embedded Redis included."""
+        pids = [p.pid for p in self.processes.values()]
+        if self.redis is not None and self.redis.process is not None:
+            pids.append(self.redis.process.pid)
+        return pids
+
+    def __enter__(self) -> Stack:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def resident_memory_bytes(pids: list[int]) -> tuple[int, int]:
+    """(RSS, PSS) summed over these processes, from Linux /proc.
+
+    RSS counts shared library pages once per process; PSS splits each shared page between the
+    processes that map it, so its sum is what the stack really occupies.
+    """
+    rss = pss = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    kib = int(value.split()[0]) * 1024
+                    rss += kib if name == "Rss" else 0
+                    pss += kib if name == "Pss" else 0
+    return rss, pss
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far, from Linux /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,36 @@
+"""gateway settings: the only place that reads the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from tienda_platform.settings import ServiceSettings, env
+
+
+class Settings(ServiceSettings):
+    """Settings of the REST gateway; every field can be set by the environment variable named."""
+
+    gateway_port: int = Field(8080, ge=0, le=65535, validation_alias=env("GATEWAY_PORT"))
+    product_grpc_target: str = Field("127.0.0.1:50052", validation_alias=env("PRODUCT_GRPC_TARGET"))
+    order_grpc_target: str = Field("127.0.0.1:50053", validation_alias=env("ORDER_GRPC_TARGET"))
+    gateway_max_body_bytes: int = Field(
+        1024 * 1024, ge=1, validation_alias=env("GATEWAY_MAX_BODY_BYTES")
+    )
+    upstream_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=env("UPSTREAM_TIMEOUT_SECONDS")
+    )
+
+    def upstream_targets(self) -> dict[str, str]:
+        """The address of each upstream, by the proto package that names its service."""
+        return {
+            "auth.v1": self.auth_grpc_target,
+            "product.v1": self.product_grpc_target,
+            "order.v1": self.order_grpc_target,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    return Settings()

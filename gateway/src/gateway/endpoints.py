@@ -1,0 +1,106 @@
+"""Handlers of the gateway's routes: the transcoded RPCs, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import ApiError, from_rpc_error
+from gateway.transcoding import RequestBuilder, response_json
+from gateway.upstreams import Metadata, UnaryCall, Upstreams
+
+MAX_AUTHORIZATION_CHARS = 8 * 1024
+
+
+def json_response(data: Any, status_code: int = 200) -> Response:
+    """A compact JSON response."""
+    return Response(
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+def forwarded_metadata(request: Request) -> Metadata:
+    """The caller's Authorization header as `authorization` call metadata."""
+    value = request.headers.get("authorization")
+    if value is None:
+        return ()
+    # gRPC metadata must be printable ASCII; refusing here beats a cryptic transport error.
+    if len(value) > MAX_AUTHORIZATION_CHARS or not value.isascii() or not value.isprintable():
+        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "malformed Authorization header")
+    return (("authorization", value),)
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"the request body is larger than {limit} bytes",
+        http_status=413,
+    )
+
+
+class RpcEndpoint:
+    """The REST face of one RPC: request message in, upstream call, response JSON out."""
+
+    def __init__(self, *, builder: RequestBuilder, call: UnaryCall, max_body_bytes: int) -> None:
+        self.builder = builder
+        self.call = call
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, request: Request, params: dict[str, str]) -> Response:
+        metadata = forwarded_metadata(request)
+        body = await read_body(request, limit=self.max_body_bytes) if self.builder.has_body else b""
+        query = request.query_params.multi_items() if request.scope["query_string"] else ()
+        message = self.builder.build(path_params=params, query=query, body=body)
+        try:
+            reply = await self.call(message, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error, rpc=self.call.full_name) from None
+        return json_response(response_json(reply))
+
+
+async def healthz(request: Request, params: dict[str, str]) -> Response:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok"})
+
+
+class Readiness:
+    """Readiness: every upstream reports SERVING on grpc.health.v1."""
+
+    def __init__(self, upstreams: Upstreams) -> None:
+        self.upstreams = upstreams
+
+    async def __call__(self, request: Request, params: dict[str, str]) -> Response:
+        statuses = await self.upstreams.health()
+        not_serving = sorted(name for name, status in statuses.items() if status != "SERVING")
+        body: dict[str, Any] = {"status": "ready" if not not_serving else "not ready"}
+        body["upstreams"] = statuses
+        if not_serving:
+            body["not_serving"] = not_serving
+        return json_response(body, 503 if not_serving else 200)
+
+
+async def metrics_page(request: Request, params: dict[str, str]) -> Response:
+    """Prometheus exposition of every metric of this process."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,128 @@
+"""`python -m gateway`: uvicorn with uvloop and httptools, JSON logs, traces, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from tienda_devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
+
+from .upstream_fakes import MUG_ID, Upstream
+
+pytestmark = pytest.mark.integration
+
+SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def running_gateway(
+    upstreams: dict[str, Upstream], log_path: Path, **env: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.subprocess.Process]]:
+    """The gateway as its own process, up (GET /healthz answers), killed if still running."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "BIND_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "AUTH_GRPC_TARGET": upstreams["auth"].target,
+        "PRODUCT_GRPC_TARGET": upstreams["product"].target,
+        "ORDER_GRPC_TARGET": upstreams["order"].target,
+        "LOG_LEVEL": "INFO",
+        **env,
+    }
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.returncode is None, f"the gateway exited; see {log_path}"
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the gateway did not start"
+                await asyncio.sleep(0.05)
+            yield http, process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_serves_logs_json_and_stops_on_sigterm(
+    upstreams: dict[str, Upstream], tmp_path: Path
+) -> None:
+    log_path = tmp_path / "gateway.log"
+    async with running_gateway(upstreams, log_path, OTEL_SDK_DISABLED="true") as (http, process):
+        response = await http.get(
+            f"/v1/products/{MUG_ID}", headers={"Authorization": "Bearer top-secret-jwt"}
+        )
+        assert response.status_code == 200
+        assert response.json()["id"] == MUG_ID
+        assert "server" not in response.headers
+        assert (await http.get("/readyz")).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        # uvicorn drains, runs the lifespan shutdown, then re-raises the signal it caught.
+        assert await asyncio.wait_for(process.wait(), 15) in (0, -signal.SIGTERM)
+    output = log_path.read_text()
+    records = [json.loads(line) for line in output.splitlines()]
+    assert all(r["service.name"] == "gateway" for r in records)
+    access = [r for r in records if r.get("http.route") == "/v1/products/{id}"]
+    assert len(access) == 1 and access[0]["http.response.status_code"] == 200
+    assert "top-secret-jwt" not in output
+    assert not any(r.get("log.logger", "").startswith("uvicorn.access") for r in records)
+    assert "Application shutdown complete." in output
+
+
+async def test_traces_start_at_the_gateway_and_continue_upstream(
+    upstreams: dict[str, Upstream], tmp_path: Path
+) -> None:
+    receiver = OtlpReceiver().start()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        async with running_gateway(
+            upstreams,
+            tmp_path / "gateway.log",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        ) as (http, _):
+            response = await http.get(
+                f"/v1/products/{MUG_ID}",
+                headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+            )
+            assert response.status_code == 200
+
+            def has_server_span(spans: list[ReceivedSpan]) -> bool:
+                return any(s.trace_id == trace_id and s.kind == SERVER_KIND for s in spans)
+
+            spans = await asyncio.to_thread(receiver.wait_for, has_server_span)
+    finally:
+        receiver.stop()
+    server = next(s for s in spans if s.trace_id == trace_id and s.kind == SERVER_KIND)
+    assert (server.service, server.name) == ("gateway", "GET /v1/products/{id}")
+    assert server.attributes["http.route"] == "/v1/products/{id}"
+    assert MUG_ID not in server.name
+    upstream = upstreams["product"].fake.last_metadata("GetProduct")
+    assert upstream["traceparent"].split("-")[1] == trace_id

@@ -1,0 +1,141 @@
+"""Async SQLAlchemy engines for SQLite and PostgreSQL, and Alembic migrations at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import registry
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+class PlatformTable(SQLModel, registry=registry()):
+    """Base of the tables every service has (outbox, processed events). Services keep their own
+    tables in a registry of their own too, so that one process can hold several services'
+    models without mixing their schemas."""
+
+
+PLATFORM_METADATA = PlatformTable.metadata
+
+
+def combined_metadata(*metadatas: MetaData) -> MetaData:
+    """One MetaData holding the tables of all of these (for schema comparisons)."""
+    combined = MetaData()
+    for metadata in metadatas:
+        for table in metadata.tables.values():
+            table.to_metadata(combined)
+    return combined
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+# Execution option of sessions that only read (see session_factory).
+READ_ONLY = "tienda_read_only"
+# How long a SQLite writer waits for the write lock before failing.
+SQLITE_BUSY_SECONDS = 30
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine. On SQLite: WAL, a busy timeout, foreign keys, and transactions that
+    take the write lock at BEGIN (BEGIN IMMEDIATE), so concurrent writers queue instead of
+    failing when a read lock is upgraded; a read-only session's transactions begin deferred,
+    so reads never wait for the write lock and run beside a writer (WAL)."""
+    if not is_sqlite(url):
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_async_engine(url, **kwargs)
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        # on the DBAPI cursor: transaction control is no statement worth a span or events
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def session_factory(
+    engine: AsyncEngine, *, read_only: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions over the engine. `read_only=True` is for queries: on SQLite their
+    transactions do not take the write lock, so they neither queue behind writers nor make
+    writers queue behind them; nothing stops them writing, so give them only to queries."""
+    return async_sessionmaker(
+        engine,
+        class_=AsyncSession,
+        expire_on_commit=False,
+        execution_options={READ_ONLY: True} if read_only else {},
+    )
+
+
+def alembic_config(migrations_dir: Path, url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+async def migrate(migrations_dir: Path, url: str) -> None:
+    """Upgrade the database to the newest revision (run in a thread: Alembic is synchronous)."""
+    if is_sqlite(url) and (database := make_url(url).database) and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(command.upgrade, alembic_config(migrations_dir, url), "head")
+
+
+def run_migrations_in_env(target_metadata: Any) -> None:
+    """The body of every service's migrations/env.py: run online with an async engine.
+
+    target_metadata: the service's MetaData, or a list with PLATFORM_METADATA when the service
+    uses the outbox or event consumers."""
+    from alembic import context
+
+    config = context.config
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None
+
+    def do_run(connection: Any) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=is_sqlite(url),
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run() -> None:
+        engine = create_async_engine(url)
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run)
+            await connection.commit()
+        await engine.dispose()
+
+    asyncio.run(run())

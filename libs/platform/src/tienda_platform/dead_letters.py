@@ -1,0 +1,123 @@
+"""Inspect, replay and purge dead-lettered events.
+
+python -m tienda_platform.dead_letters list|replay|purge [--stream S] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+from faststream.redis import RedisBroker
+from tienda_contracts.topology import STREAMS, dead_letter_stream
+
+from tienda_platform.events import EventEnvelope
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    entry_id: str
+    stream: str
+    group: str
+    error: str
+    time: str
+    event_type: str
+    event_id: str
+    envelope: bytes
+
+
+class DeadLetters:
+    """The dead-letter streams, one per event stream."""
+
+    def __init__(self, client: redis.Redis, broker: RedisBroker) -> None:
+        self._client = client
+        self._broker = broker
+
+    async def list(self, stream: str) -> list[DeadLetter]:
+        letters = []
+        entries: Any = await self._client.xrange(dead_letter_stream(stream))
+        for entry_id, fields in entries:
+            envelope = fields.get(b"envelope", b"")
+            try:
+                parsed = EventEnvelope.FromString(envelope)
+                event_type, event_id = parsed.type, parsed.id
+            except Exception:
+                event_type, event_id = "?", "?"
+            letters.append(
+                DeadLetter(
+                    entry_id=entry_id.decode(),
+                    stream=stream,
+                    group=fields[b"group"].decode(),
+                    error=fields[b"error"].decode(),
+                    time=fields[b"time"].decode(),
+                    event_type=event_type,
+                    event_id=event_id,
+                    envelope=envelope,
+                )
+            )
+        return letters
+
+    async def replay(self, stream: str) -> int:
+        """Publish every dead letter again on its stream and remove it from the dead letters.
+
+        Groups that had already handled the event skip it: consumers are idempotent by id.
+        """
+        await self._broker.connect()
+        replayed = 0
+        for letter in await self.list(stream):
+            await self._broker.publish(
+                letter.envelope,
+                stream=stream,
+                headers={"event-type": letter.event_type, "event-id": letter.event_id},
+            )
+            await self._client.xdel(dead_letter_stream(stream), letter.entry_id)
+            replayed += 1
+        return replayed
+
+    async def purge(self, stream: str) -> int:
+        count = int(await self._client.xlen(dead_letter_stream(stream)))
+        await self._client.delete(dead_letter_stream(stream))
+        return count
+
+
+async def _main(args: argparse.Namespace) -> int:
+    client = redis.Redis.from_url(args.redis_url)
+    broker = RedisBroker(args.redis_url)
+    letters = DeadLetters(client, broker)
+    streams = [args.stream] if args.stream else list(STREAMS)
+    try:
+        for stream in streams:
+            if args.command == "list":
+                for letter in await letters.list(stream):
+                    print(
+                        f"{letter.stream}\t{letter.entry_id}\t{letter.group}\t{letter.event_type}"
+                        f"\t{letter.event_id}\t{letter.time}\t{letter.error}"
+                    )
+            elif args.command == "replay":
+                print(f"{stream}: replayed {await letters.replay(stream)}")
+            else:
+                print(f"{stream}: purged {await letters.purge(stream)}")
+    finally:
+        await broker.stop()
+        await client.aclose()
+    return 0
+
+
+def main() -> int:
+    from tienda_platform.settings import ServiceSettings
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("command", choices=["list", "replay", "purge"])
+    parser.add_argument("--stream", choices=STREAMS)
+    parser.add_argument("--redis-url", default=ServiceSettings().redis_url)
+    return asyncio.run(_main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Start-up and shutdown of a service's grpc.aio server, with health, reflection and metrics.
+
+Health is NOT_SERVING until `prepare` (migrations, seeding) has finished; on SIGTERM or SIGINT
+every service is set NOT_SERVING first, then in-flight RPCs drain for the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from loguru import logger
+from prometheus_client import start_http_server
+
+from tienda_platform import telemetry
+from tienda_platform.auth import TokenVerifier
+from tienda_platform.interceptors import (
+    AuthInterceptor,
+    ErrorMappingInterceptor,
+    MetricsInterceptor,
+)
+
+# Probes and load balancers call health checks without a token.
+ALWAYS_PUBLIC = frozenset({"/grpc.health.v1.Health/Check"})
+
+# Incoming messages above this size are refused with RESOURCE_EXHAUSTED before parsing.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GrpcService:
+    """One gRPC service to serve: its full name and how to add its servicer to a server."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    metrics_port: int | None
+    grace_seconds: float
+
+
+class GrpcServer:
+    """A grpc.aio server with health checking, reflection, auth and error mapping."""
+
+    def __init__(
+        self,
+        *,
+        services: Sequence[GrpcService],
+        config: ServerConfig,
+        verifier: TokenVerifier,
+        public_methods: frozenset[str],
+    ) -> None:
+        self.config = config
+        self.services = list(services)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[
+                *telemetry.server_interceptors(),
+                ErrorMappingInterceptor(),
+                MetricsInterceptor(),
+                AuthInterceptor(verifier, public_methods | ALWAYS_PUBLIC),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        for service in self.services:
+            service.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [s.name for s in self.services]
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.bound_port = 0
+
+    async def start(self) -> None:
+        """Bind and start; every service reports NOT_SERVING until `mark_serving`."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.config.host}:{self.config.port}"
+        self.bound_port = self.server.add_insecure_port(address)
+        if self.bound_port == 0:
+            raise RuntimeError(f"cannot bind gRPC port {address}")
+        await self.server.start()
+        if self.config.metrics_port is not None:
+            start_http_server(self.config.metrics_port, addr=self.config.host)
+
+    async def mark_serving(self) -> None:
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> None:
+        """NOT_SERVING first, so balancers stop routing here, then drain in-flight RPCs."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_seconds)
+
+    async def _set_all(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        await self.health.set("", status)
+        for service in self.services:
+            await self.health.set(service.name, status)
+
+
+async def run_until_signalled(
+    server: GrpcServer,
+    *,
+    prepare: Callable[[], Awaitable[None]],
+    background: Sequence[Callable[[], Awaitable[None]]] = (),
+    cleanup: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Start, prepare, serve until SIGTERM/SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await prepare()
+    tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(job()) for job in background]
+    await server.mark_serving()
+    logger.info(
+        "serving {services} on {host}:{port}",
+        services=",".join(s.name for s in server.services),
+        host=server.config.host,
+        port=server.bound_port,
+    )
+    await stop.wait()
+    logger.info("shutting down")
+    await server.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if cleanup is not None:
+        await cleanup()

@@ -1,0 +1,160 @@
+"""gRPC server interceptors: error mapping, authentication and RED metrics for unary RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from loguru import logger
+from prometheus_client import Counter, Histogram
+
+from tienda_platform.auth import TokenVerifier, bind_principal
+from tienda_platform.errors import InvalidArgument, ServiceError, Unauthenticated
+from tienda_platform.ids import new_id
+from tienda_platform.telemetry import set_span_attributes
+
+UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+GRPC_SERVER_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, by method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_SERVER_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time the server took to handle an RPC, by method.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class UnaryInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-unary handler in `around`; streaming handlers pass untouched."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.around(method, inner, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def around(
+        self, method: str, inner: UnaryHandler, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+def _status_details(error: ServiceError) -> bytes:
+    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    if isinstance(error, InvalidArgument) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    return status.SerializeToString()
+
+
+class ErrorMappingInterceptor(UnaryInterceptor):
+    """ServiceError → its status with google.rpc details; anything else → INTERNAL, logged."""
+
+    async def around(
+        self, method: str, inner: UnaryHandler, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        try:
+            return await inner(request, context)
+        except ServiceError as error:
+            await context.abort(
+                error.code,
+                error.message,
+                trailing_metadata=(("grpc-status-details-bin", _status_details(error)),),
+            )
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            correlation_id = new_id()
+            logger.opt(exception=True).error(
+                "unhandled error in {method}", method=method, correlation_id=correlation_id
+            )
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (correlation id {correlation_id})"
+            )
+
+
+class AuthInterceptor(UnaryInterceptor):
+    """Verifies `authorization: Bearer <jwt>`; required for every method not in `public_methods`.
+
+    A present but invalid token is refused even on a public method.
+    """
+
+    def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str]) -> None:
+        self._verifier = verifier
+        self._public = public_methods
+
+    async def around(
+        self, method: str, inner: UnaryHandler, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        header = next(
+            (str(v) for k, v in (context.invocation_metadata() or ()) if k == "authorization"),
+            None,
+        )
+        if header is None:
+            if method not in self._public:
+                raise Unauthenticated("missing bearer token")
+            return await inner(request, context)
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("authorization must be 'Bearer <token>'")
+        principal = await self._verifier.verify(token.strip())
+        set_span_attributes(user_id=principal.user_id)
+        with bind_principal(principal):
+            return await inner(request, context)
+
+
+class MetricsInterceptor(UnaryInterceptor):
+    """RED metrics per RPC: grpc_server_handled_total and grpc_server_handling_seconds."""
+
+    async def around(
+        self, method: str, inner: UnaryHandler, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        _, service, name = method.split("/", 2)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await inner(request, context)
+        except ServiceError as error:
+            code = error.code.name
+            raise
+        except grpc.aio.AbortError:
+            code = context.code().name if context.code() else "UNKNOWN"
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            GRPC_SERVER_HANDLED.labels(service, name, code).inc()
+            GRPC_SERVER_SECONDS.labels(service, name).observe(time.perf_counter() - started)

@@ -1,0 +1,206 @@
+"""Transactional outbox: events are rows written in the state change's own transaction, and an
+OutboxRelay moves them to Redis Streams through FastStream, in order, at least once.
+
+A Redis outage only delays events: rows stay unsent and the relay retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from faststream.redis import RedisBroker
+from google.protobuf.message import Message
+from loguru import logger
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import Field, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tienda_platform.database import PlatformTable, is_sqlite
+from tienda_platform.events import EventEnvelope, build_envelope, stream_of
+from tienda_platform.telemetry import tracer
+
+EVENTS_PUBLISHED = Counter(
+    "tienda_events_published_total",
+    "Events moved from the outbox to Redis Streams.",
+    ["stream", "event_type"],
+)
+OUTBOX_BACKLOG = Gauge("tienda_outbox_backlog", "Outbox events not yet published.")
+OUTBOX_OLDEST_AGE = Gauge(
+    "tienda_outbox_oldest_unsent_age_seconds", "Age of the oldest unpublished outbox event."
+)
+
+
+class OutboxEvent(PlatformTable, table=True):
+    """An event waiting for (or done with) publication."""
+
+    __tablename__ = "outbox_events"
+
+    id: str = Field(primary_key=True, max_length=36)
+    event_type: str = Field(max_length=64)
+    stream: str = Field(max_length=128)
+    subject: str = Field(max_length=128)
+    envelope: bytes = Field(sa_type=sa.LargeBinary)
+    create_time: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    published_time: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        index=True,
+    )
+
+
+# session.info key: the session's transaction recorded events (the relay has work after it).
+_RECORDED = "tienda.outbox.recorded"
+
+
+def take_recorded(session: AsyncSession) -> bool:
+    """Whether events were recorded in the session since the last call (which forgets it)."""
+    return bool(session.info.pop(_RECORDED, False))
+
+
+def record_event(
+    session: AsyncSession, *, source: str, event_type: str, subject: str, payload: Message
+) -> EventEnvelope:
+    """Add an event to the caller's transaction; it is published only if that commits."""
+    session.info[_RECORDED] = True
+    envelope = build_envelope(
+        event_type=event_type, source=source, subject=subject, payload=payload
+    )
+    session.add(
+        OutboxEvent(
+            id=envelope.id,
+            event_type=event_type,
+            stream=stream_of(event_type),
+            subject=subject,
+            envelope=envelope.SerializeToString(),
+            create_time=envelope.time.ToDatetime(tzinfo=UTC),
+        )
+    )
+    return envelope
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in insertion order and marks them sent."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        broker: RedisBroker,
+        batch_size: int = 200,
+        idle_seconds: float = 0.25,
+        max_backoff_seconds: float = 5.0,
+        retention: timedelta = timedelta(days=1),
+    ) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._broker = broker
+        self._batch_size = batch_size
+        self._idle = idle_seconds
+        self._max_backoff = max_backoff_seconds
+        self._retention = retention
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """A transaction with events committed: publish now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay forever; Redis errors back off and retry, nothing is dropped."""
+        backoff = self._idle
+        cleaned_at = datetime.min.replace(tzinfo=UTC)
+        while True:
+            try:
+                published = await self.publish_batch()
+                backoff = self._idle
+                if datetime.now(UTC) - cleaned_at > timedelta(minutes=10):
+                    await self.delete_published()
+                    cleaned_at = datetime.now(UTC)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("outbox relay cannot publish yet: {error}", error=repr(error)[:200])
+                published = 0
+                backoff = min(backoff * 2, self._max_backoff)
+                await asyncio.sleep(backoff)
+                continue
+            if published < self._batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle)
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of unsent events in order; returns how many were sent."""
+        async with self._sessions() as session, session.begin():
+            query = (
+                select(OutboxEvent)
+                .where(OutboxEvent.published_time.is_(None))  # type: ignore[union-attr]
+                .order_by(OutboxEvent.create_time, OutboxEvent.id)  # type: ignore[arg-type]
+                .limit(self._batch_size)
+            )
+            if not is_sqlite(str(self._engine.url)):
+                query = query.with_for_update(skip_locked=True)
+            rows = list((await session.exec(query)).all())
+            await self._refresh_backlog(session, rows)
+            if not rows:
+                return 0
+            client = await self._broker.connect()
+            async with client.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    envelope = EventEnvelope.FromString(row.envelope)
+                    # the publish span continues the trace of the request that wrote the event
+                    parent = extract(
+                        {"traceparent": envelope.traceparent, "tracestate": envelope.tracestate}
+                    )
+                    with tracer.start_as_current_span(
+                        f"outbox relay {row.event_type}",
+                        context=parent,
+                        kind=SpanKind.PRODUCER,
+                        attributes={
+                            "messaging.destination.name": row.stream,
+                            "messaging.message.id": row.id,
+                        },
+                    ):
+                        await self._broker.publish(
+                            row.envelope,
+                            stream=row.stream,
+                            headers={"event-type": row.event_type, "event-id": row.id},
+                            correlation_id=row.id,
+                            pipeline=pipe,
+                        )
+                await pipe.execute()
+            now = datetime.now(UTC)
+            await session.exec(
+                sa.update(OutboxEvent)
+                .where(OutboxEvent.id.in_([r.id for r in rows]))  # type: ignore[attr-defined]
+                .values(published_time=now)
+            )
+        for row in rows:
+            EVENTS_PUBLISHED.labels(row.stream, row.event_type).inc()
+        return len(rows)
+
+    async def _refresh_backlog(self, session: AsyncSession, rows: list[OutboxEvent]) -> None:
+        if len(rows) < self._batch_size:
+            OUTBOX_BACKLOG.set(len(rows))
+        else:
+            unsent = sa.select(sa.func.count()).where(col(OutboxEvent.published_time).is_(None))
+            OUTBOX_BACKLOG.set(await session.scalar(unsent) or 0)
+        oldest = _aware(rows[0].create_time) if rows else None
+        OUTBOX_OLDEST_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+
+    async def delete_published(self) -> None:
+        """Forget events published longer ago than the retention period."""
+        cutoff = datetime.now(UTC) - self._retention
+        async with self._sessions() as session, session.begin():
+            await session.exec(
+                sa.delete(OutboxEvent).where(col(OutboxEvent.published_time) < cutoff)
+            )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

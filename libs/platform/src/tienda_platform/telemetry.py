@@ -1,0 +1,177 @@
+"""OpenTelemetry tracing, configured only by the standard OTEL_* variables.
+
+Spans are always created when the SDK is on (so logs carry trace.id and span.id); they are
+exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT (or its traces variant) is set.
+OTEL_SDK_DISABLED=true turns tracing off entirely.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.propagate import extract
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from tienda_platform.events import trace_context
+
+_configured = False
+
+
+def tracing_enabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "false").strip().lower() != "true"
+
+
+def tracing_configured() -> bool:
+    """True once configure_tracing installed the SDK in this process."""
+    return _configured
+
+
+def exporting() -> bool:
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def configure_tracing(*, service_name: str, service_version: str, environment: str) -> None:
+    """Install the tracer provider and the library instrumentations, once per process."""
+    global _configured
+    if _configured or not tracing_enabled():
+        return
+    _configured = True
+    resource = Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME", service_name),
+            "service.version": service_version,
+            "deployment.environment": environment,
+        }
+    )
+    # OTEL_TRACES_SAMPLER, when set, chooses the sampler as usual; by default background noise
+    # is left out (see QuietSampler)
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else QuietSampler()
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    if exporting():
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    RedisInstrumentor().instrument()
+
+
+class QuietSampler(Sampler):
+    """Always on, as the parent decides, except for two kinds of client span that are noise.
+
+    - A client call outside any trace: the background jobs' polling (consumers' XREADGROUP
+      and XAUTOCLAIM every 100 ms, the outbox relay's and the saga worker's look for work).
+      Hundreds a second on an idle system, they would bury the traces worth reading and cost
+      as much as the traced work; the work they find starts or continues a trace of its own.
+    - SQLAlchemy's `connect`, which it records for every checkout from the connection pool,
+      not only when a connection is made.
+    """
+
+    def __init__(self) -> None:
+        self._parent_based = ParentBased(ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.CLIENT and (
+            name == "connect"
+            or not trace.get_current_span(parent_context).get_span_context().is_valid
+        ):
+            return SamplingResult(Decision.DROP)
+        return self._parent_based.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return "QuietSampler{ParentBased{AlwaysOn}}"
+
+
+def instrument_engine(engine: Any) -> None:
+    """Spans for the statements of this SQLAlchemy engine."""
+    if not _configured:
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    # the instrumentation works with SQLAlchemy 2.1 but its version check stops at 2.0
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+
+
+def server_interceptors() -> list[Any]:
+    if not _configured:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    # Probes and reflection are not traced: they are noise in Jaeger, and the instrumentation
+    # expects streaming handlers to be async generators, which Health/Watch is not (it writes
+    # through the context), so wrapping it would break the stream.
+    untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
+    return [aio_server_interceptor(filter_=filters.negate(untraced))]
+
+
+def client_interceptors() -> list[Any]:
+    if not _configured:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors())
+
+
+def set_span_attributes(**attributes: str) -> None:
+    """Business ids on the current span (order.id, product.id, user.id); never secrets."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({k.replace("_", "."): v for k, v in attributes.items() if v})
+
+
+tracer = trace.get_tracer("tienda")
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span ("" outside any trace), to keep with
+    work done later (a saga step, a webhook delivery, an email) so that it joins the trace
+    of the request or event that caused it."""
+    return trace_context().get("traceparent", "")
+
+
+@contextmanager
+def span_in_trace(name: str, traceparent: str, **attributes: str) -> Iterator[None]:
+    """A span for deferred work, a child of the span `traceparent` names (a new trace
+    without one); business ids as attributes (`order_id` becomes `order.id`)."""
+    # without one, an empty context: a background loop's current context is no parent
+    parent = extract({"traceparent": traceparent}) if traceparent else Context()
+    with tracer.start_as_current_span(
+        name,
+        context=parent,
+        attributes={k.replace("_", "."): v for k, v in attributes.items() if v},
+    ):
+        yield

@@ -1,0 +1,147 @@
+"""Pytest fixtures shared by the services' tests: databases and test access tokens.
+
+Loaded as a plugin from the repository's root conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import make_url
+
+from tienda_platform.auth import ALGORITHM, JwksKeySource, TokenVerifier
+
+POSTGRES_ENV = "TIENDA_TEST_POSTGRES_URL"
+TEST_ISSUER = "tienda-auth"
+TEST_AUDIENCE = "tienda"
+
+
+def postgres_server_url() -> str | None:
+    """The PostgreSQL server for tests, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres."""
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+async def create_postgres_database(server_url: str) -> str:
+    import asyncpg
+
+    url = make_url(server_url)
+    name = f"tienda_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+    )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(database_url: str) -> None:
+    import asyncpg
+
+    url = make_url(database_url)
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a SQLite file, and a fresh PostgreSQL database when one is configured."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    server = postgres_server_url()
+    if server is None:
+        pytest.skip(f"{POSTGRES_ENV} is not set; .ci/run sets it")
+    url = await create_postgres_database(server)
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+@dataclass
+class TokenMint:
+    """Signs access tokens the way auth_service does, with a key of its own, for tests."""
+
+    private_key: Ed25519PrivateKey
+    kid: str
+
+    def jwks(self) -> dict[str, Any]:
+        public = jwt.algorithms.OKPAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        return {"keys": [{**public, "kid": self.kid, "alg": ALGORITHM, "use": "sig"}]}
+
+    def token(self, user_id: str, role: str = "customer", *, ttl: int = 300, **claims: Any) -> str:
+        now = int(time.time())
+        payload = {
+            "sub": user_id,
+            "role": role,
+            "typ": "access",
+            "iss": TEST_ISSUER,
+            "aud": TEST_AUDIENCE,
+            "iat": now,
+            "exp": now + ttl,
+            **claims,
+        }
+        return jwt.encode(payload, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def verifier(self) -> TokenVerifier:
+        async def fetch() -> dict[str, Any]:
+            return self.jwks()
+
+        return TokenVerifier(JwksKeySource(fetch), issuer=TEST_ISSUER, audience=TEST_AUDIENCE)
+
+
+@pytest.fixture
+def token_mint() -> Iterator[TokenMint]:
+    yield TokenMint(Ed25519PrivateKey.generate(), kid=f"test-{uuid.uuid4().hex[:8]}")
+
+
+REDIS_ENV = "TIENDA_TEST_REDIS_URL"
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tienda_platform.redis_server import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis_server)])
+async def redis_url(request: pytest.FixtureRequest, embedded_redis: Any) -> AsyncIterator[str]:
+    """An empty Redis database: the embedded server, and the machine's Redis when configured."""
+    import redis.asyncio as redis
+
+    if request.param == "embedded":
+        url = str(embedded_redis.url)
+    else:
+        url = os.environ.get(REDIS_ENV) or ""
+        if not url:
+            pytest.skip(f"{REDIS_ENV} is not set; CI sets it")
+    client = redis.Redis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+    yield url

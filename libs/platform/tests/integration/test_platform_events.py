@@ -1,0 +1,380 @@
+"""Outbox, relay and consumers on a real Redis and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+import sqlalchemy as sa
+from events.v1 import events_pb2
+from faststream.redis import RedisBroker
+from google.protobuf.message import Message
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_contracts.topology import AUTH_EVENTS, dead_letter_stream
+from tienda_platform.consumers import EventConsumer
+from tienda_platform.database import PLATFORM_METADATA, create_engine, session_factory
+from tienda_platform.dead_letters import DeadLetters
+from tienda_platform.events import EventEnvelope, build_envelope
+from tienda_platform.outbox import OutboxEvent, OutboxRelay, record_event
+
+pytestmark = pytest.mark.integration
+
+Effects = list[tuple[str, str]]
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(PLATFORM_METADATA.create_all)
+        await conn.execute(sa.text("CREATE TABLE effects (event_id TEXT, user_id TEXT)"))
+    yield engine
+    await engine.dispose()
+
+
+async def effects(engine: AsyncEngine) -> Effects:
+    async with engine.connect() as conn:
+        return [(r[0], r[1]) for r in await conn.execute(sa.text("SELECT * FROM effects"))]
+
+
+async def remember(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+    assert isinstance(payload, events_pb2.UserRegistered)
+    await session.exec(  # type: ignore[call-overload]
+        sa.text("INSERT INTO effects VALUES (:e, :u)").bindparams(e=envelope.id, u=payload.user_id)
+    )
+
+
+def registered(user_id: str) -> events_pb2.UserRegistered:
+    return events_pb2.UserRegistered(user_id=user_id, email=f"{user_id}@x.io", full_name="X")
+
+
+async def write_events(engine: AsyncEngine, user_ids: list[str]) -> list[EventEnvelope]:
+    async with session_factory(engine)() as session, session.begin():
+        return [
+            record_event(
+                session,
+                source="auth_service",
+                event_type="user.registered",
+                subject=f"users/{u}",
+                payload=registered(u),
+            )
+            for u in user_ids
+        ]
+
+
+def consumer(
+    broker: RedisBroker,
+    engine: AsyncEngine,
+    name: str,
+    handler=remember,  # type: ignore[no-untyped-def]
+    **options,
+) -> EventConsumer:
+    consumer = EventConsumer(broker=broker, engine=engine, group="tests", consumer=name, **options)
+    consumer.on(AUTH_EVENTS, "user.registered", handler)
+    return consumer
+
+
+async def started(*consumers: EventConsumer) -> None:
+    for c in consumers:
+        await c.declare()
+        await c.broker.start()
+
+
+async def test_outbox_events_reach_a_group_created_after_they_were_published(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, ["u1", "u2", "u3"])
+    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
+
+    reader = consumer(RedisBroker(redis_url), engine, "r1")
+    await started(reader)
+    try:
+        await wait_for(lambda: _count(engine, 3))
+        assert [u for _, u in await effects(engine)] == ["u1", "u2", "u3"]
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+
+
+async def _count(engine: AsyncEngine, n: int) -> bool:
+    return len(await effects(engine)) == n
+
+
+async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
+    tmp_path: Path, engine: AsyncEngine
+) -> None:
+    from tienda_platform.redis_server import EmbeddedRedis, free_port
+
+    port = free_port()
+    # batches of 2: the backlog that piles up during the outage takes several batches
+    relay = OutboxRelay(
+        engine=engine, broker=RedisBroker(f"redis://127.0.0.1:{port}/0"), batch_size=2
+    )
+    await write_events(engine, ["a", "b"])  # the state change commits with Redis down
+    with pytest.raises(Exception):  # noqa: B017 - any connection error will do
+        await relay.publish_batch()
+    await write_events(engine, ["c", "d", "e"])
+    async with session_factory(engine)() as session:
+        unsent = await session.scalar(sa.select(sa.func.count()).select_from(OutboxEvent))
+    assert unsent == 5
+
+    with EmbeddedRedis(tmp_path / "redis", port=port) as server:
+        assert await relay.publish_batch() == 2
+        # when a batch is full the backlog is counted, not taken from the batch
+        assert REGISTRY.get_sample_value("tienda_outbox_backlog") == 5
+        relay_task = asyncio.create_task(relay.run())
+        client = redis.Redis.from_url(server.url)
+        try:
+            await wait_for(lambda: _stream_length(client, 5))
+            entries = await client.xrange(AUTH_EVENTS)
+            users = [_user_of(fields) for _, fields in entries]
+            assert users == ["a", "b", "c", "d", "e"]
+        finally:
+            relay_task.cancel()
+            await client.aclose()
+
+
+async def _stream_length(client: redis.Redis, n: int) -> bool:
+    return bool(await client.exists(AUTH_EVENTS)) and await client.xlen(AUTH_EVENTS) == n
+
+
+def _user_of(fields: dict[bytes, bytes]) -> str:
+    from faststream.redis.parser import BinaryMessageFormatV1
+
+    raw = fields[b"__data__"]
+    body, _headers = BinaryMessageFormatV1.parse(raw)
+    payload = events_pb2.UserRegistered()
+    EventEnvelope.FromString(body).data.Unpack(payload)
+    return payload.user_id
+
+
+async def test_duplicate_delivery_has_no_second_effect(redis_url: str, engine: AsyncEngine) -> None:
+    broker = RedisBroker(redis_url)
+    reader = consumer(broker, engine, "r1")
+    await started(reader)
+    try:
+        envelope = build_envelope(
+            event_type="user.registered",
+            source="auth_service",
+            subject="users/d",
+            payload=registered("d"),
+        )
+        for _ in range(3):
+            await broker.publish(envelope.SerializeToString(), stream=AUTH_EVENTS)
+        client = redis.Redis.from_url(redis_url)
+        await wait_for(lambda: _pending_and_delivered(client, 3))
+        await client.aclose()
+        assert await effects(engine) == [(envelope.id, "d")]
+    finally:
+        await broker.stop()
+
+
+async def _pending_and_delivered(client: redis.Redis, entries: int) -> bool:
+    """The group has read all `entries` entries of the stream and acknowledged them."""
+    stream = await client.xinfo_stream(AUTH_EVENTS)
+    groups = await client.xinfo_groups(AUTH_EVENTS)
+    group = next(g for g in groups if g["name"] == b"tests")
+    return (
+        stream["length"] == entries
+        and group["pending"] == 0
+        and group["last-delivered-id"] == stream["last-generated-id"]
+    )
+
+
+async def test_entries_of_a_crashed_consumer_are_reclaimed_and_applied_once(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, ["crash-before-commit", "crash-after-commit"])
+    await OutboxRelay(engine=engine, broker=publisher).publish_batch()
+    client = redis.Redis.from_url(redis_url)
+    await client.xgroup_create(AUTH_EVENTS, "tests", id="0")
+    # a replica reads both entries, commits the effect of the second one, and dies before XACK
+    ((_, entries),) = await client.xreadgroup("tests", "dead-replica", {AUTH_EVENTS: ">"})
+    body = _envelope_bytes(entries[1][1])
+    dead = consumer(RedisBroker(redis_url), engine, "dead-replica")
+    await dead._run_once(EventEnvelope.FromString(body), _payload(body), remember)
+    assert len(await effects(engine)) == 1
+
+    survivor = consumer(RedisBroker(redis_url), engine, "survivor", claim_idle_ms=300)
+    await started(survivor)
+    try:
+        await wait_for(lambda: _pending_and_delivered(client, 2))
+        assert sorted(u for _, u in await effects(engine)) == [
+            "crash-after-commit",
+            "crash-before-commit",
+        ]
+    finally:
+        await survivor.broker.stop()
+        await publisher.stop()
+        await client.aclose()
+
+
+def _envelope_bytes(fields: dict[bytes, bytes]) -> bytes:
+    from faststream.redis.parser import BinaryMessageFormatV1
+
+    body, _ = BinaryMessageFormatV1.parse(fields[b"__data__"])
+    return body
+
+
+def _payload(body: bytes) -> Message:
+    payload = events_pb2.UserRegistered()
+    EventEnvelope.FromString(body).data.Unpack(payload)
+    return payload
+
+
+async def test_a_poison_event_is_dead_lettered_then_replayed_after_a_fix(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    from tienda_platform.dead_letters import DeadLetters
+
+    broken = True
+
+    async def fragile(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+        if broken:
+            raise RuntimeError("bug in the handler")
+        await remember(session, envelope, payload)
+
+    broker = RedisBroker(redis_url)
+    reader = consumer(broker, engine, "r1", handler=fragile, max_attempts=3, claim_idle_ms=100)
+    await started(reader)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await write_events(engine, ["poison"])
+        await OutboxRelay(engine=engine, broker=broker).publish_batch()
+        # a failed entry stays pending (nack does not XACK) until it dead-letters
+        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        assert await effects(engine) == []
+        letters = DeadLetters(client, broker)
+        (letter,) = await letters.list(AUTH_EVENTS)
+        assert "bug in the handler" in letter.error and letter.group == "tests"
+        await wait_for(lambda: _pending_and_delivered(client, 1))
+
+        broken = False
+        assert await letters.replay(AUTH_EVENTS) == 1
+        await wait_for(lambda: _count(engine, 1))
+        assert await letters.list(AUTH_EVENTS) == []
+    finally:
+        await broker.stop()
+        await client.aclose()
+
+
+async def _exists(client: redis.Redis, key: str) -> bool:
+    return bool(await client.exists(key)) and await client.xlen(key) > 0
+
+
+async def test_replicas_of_one_group_split_the_work_and_groups_each_get_everything(
+    redis_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    handled_by: dict[str, list[str]] = {"r1": [], "r2": []}
+
+    def tracking(name: str):  # type: ignore[no-untyped-def]
+        async def handler(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+            handled_by[name].append(envelope.id)
+            await remember(session, envelope, payload)
+
+        return handler
+
+    r1 = consumer(RedisBroker(redis_url), engine, "r1", handler=tracking("r1"), polling_ms=10)
+    r2 = consumer(RedisBroker(redis_url), engine, "r2", handler=tracking("r2"), polling_ms=10)
+    other_engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+    async with other_engine.begin() as conn:
+        await conn.run_sync(PLATFORM_METADATA.create_all)
+        await conn.execute(sa.text("CREATE TABLE effects (event_id TEXT, user_id TEXT)"))
+    other = EventConsumer(
+        broker=RedisBroker(redis_url), engine=other_engine, group="others", consumer="o1"
+    )
+    other.on(AUTH_EVENTS, "user.registered", remember)
+    await started(r1, r2, other)
+    publisher = RedisBroker(redis_url)
+    try:
+        await write_events(engine, [f"user-{i}" for i in range(60)])
+        await OutboxRelay(engine=engine, broker=publisher).publish_batch()
+        await wait_for(lambda: _count(engine, 60))
+        await wait_for(lambda: _count(other_engine, 60))
+        assert not set(handled_by["r1"]) & set(handled_by["r2"])
+        assert handled_by["r1"] and handled_by["r2"]
+    finally:
+        for c in (r1, r2, other):
+            await c.broker.stop()
+        await publisher.stop()
+        await other_engine.dispose()
+
+
+async def test_a_handler_constraint_violation_is_a_failure_not_a_duplicate(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE taken (k TEXT PRIMARY KEY)"))
+        await conn.execute(sa.text("INSERT INTO taken VALUES ('k')"))
+
+    async def clashing(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+        await session.exec(sa.text("INSERT INTO taken VALUES ('k')"))  # type: ignore[call-overload]
+
+    broker = RedisBroker(redis_url)
+    reader = consumer(broker, engine, "r1", handler=clashing, max_attempts=2, claim_idle_ms=100)
+    await started(reader)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await write_events(engine, ["clash"])
+        await OutboxRelay(engine=engine, broker=broker).publish_batch()
+        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        (letter,) = await DeadLetters(client, broker).list(AUTH_EVENTS)
+        assert "IntegrityError" in letter.error
+        async with engine.connect() as conn:
+            processed = await conn.execute(sa.text("SELECT count(*) FROM processed_events"))
+            assert processed.scalar_one() == 0
+    finally:
+        await broker.stop()
+        await client.aclose()
+
+
+async def test_a_redelivery_is_a_duplicate_even_when_its_handler_now_fails(
+    engine: AsyncEngine,
+) -> None:
+    async def once_only(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+        # a handler that refuses to apply an event twice (state has moved on)
+        done = await session.exec(  # type: ignore[call-overload]
+            sa.text("SELECT count(*) FROM effects WHERE event_id = :e").bindparams(e=envelope.id)
+        )
+        if done.scalar_one():
+            raise RuntimeError("already applied")
+        await remember(session, envelope, payload)
+
+    # no Redis needed: handle() only goes to Redis for failures and dead letters
+    reader = consumer(RedisBroker("redis://127.0.0.1:1/0"), engine, "r1", handler=once_only)
+    (envelope,) = await write_events(engine, ["u1"])
+    body = envelope.SerializeToString()
+
+    labels = {
+        "stream": AUTH_EVENTS,
+        "group": "tests",
+        "event_type": "user.registered",
+        "result": "duplicate",
+    }
+    before = REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0
+    await reader.handle(AUTH_EVENTS, body, b"1-0")
+    await reader.handle(AUTH_EVENTS, body, b"1-0")  # redelivered: no error, no second effect
+
+    assert await effects(engine) == [(envelope.id, "u1")]
+    duplicates = REGISTRY.get_sample_value("tienda_events_consumed_total", labels)
+    assert duplicates == before + 1

@@ -1,0 +1,191 @@
+"""A real grpc.aio server built by GrpcServer: health, reflection, auth and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from auth.v1 import auth_pb2, auth_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tienda_platform.auth import current_principal
+from tienda_platform.errors import InvalidArgument, NotFound
+from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
+from tienda_platform.testing import TokenMint
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "auth.v1.AuthService"
+
+
+class Servicer(auth_pb2_grpc.AuthServiceServicer):
+    """GetJwks is public; GetUser needs a token and fails in the ways the test asks for."""
+
+    async def GetJwks(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.Jwks()
+
+    async def GetUser(self, request, context):  # type: ignore[no-untyped-def]
+        if request.id == "whoami":
+            return auth_pb2.User(id=current_principal().user_id)
+        if request.id == "missing":
+            raise NotFound("user missing not found")
+        if request.id == "bad":
+            raise InvalidArgument.for_field("id", "not a UUID")
+        raise RuntimeError("database password is hunter2")
+
+
+@pytest.fixture
+async def server(token_mint: TokenMint) -> AsyncIterator[GrpcServer]:
+    server = GrpcServer(
+        services=[
+            GrpcService(
+                SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(Servicer(), s)
+            )
+        ],
+        config=ServerConfig(host="127.0.0.1", port=0, metrics_port=None, grace_seconds=1),
+        verifier=token_mint.verifier(),
+        public_methods=frozenset({f"/{SERVICE}/GetJwks"}),
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def channel(server: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+        yield channel
+
+
+async def test_health_is_not_serving_until_marked_then_serving(
+    server: GrpcServer, channel: grpc.aio.Channel
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await server.mark_serving()
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_shutdown_reports_not_serving_before_the_server_stops(
+    server: GrpcServer, channel: grpc.aio.Channel
+) -> None:
+    await server.mark_serving()
+    health = health_pb2_grpc.HealthStub(channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    stopping = asyncio.create_task(server.stop())
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await stopping
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {s.name async for r in responses for s in r.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+async def test_public_method_needs_no_token_others_do(
+    channel: grpc.aio.Channel, token_mint: TokenMint
+) -> None:
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+    await stub.GetJwks(auth_pb2.GetJwksRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetUser(auth_pb2.GetUserRequest(id="whoami"))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetJwks(auth_pb2.GetJwksRequest(), metadata=(("authorization", "Bearer x.y.z"),))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    token = token_mint.token("user-7")
+    me = await stub.GetUser(
+        auth_pb2.GetUserRequest(id="whoami"), metadata=(("authorization", f"Bearer {token}"),)
+    )
+    assert me.id == "user-7"
+
+
+async def test_service_errors_map_to_statuses_with_details(
+    channel: grpc.aio.Channel, token_mint: TokenMint
+) -> None:
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+    metadata = (("authorization", f"Bearer {token_mint.token('u')}"),)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetUser(auth_pb2.GetUserRequest(id="missing"), metadata=metadata)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetUser(auth_pb2.GetUserRequest(id="bad"), metadata=metadata)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    trailer = dict(caught.value.trailing_metadata() or ())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(trailer)
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "id"
+
+
+async def test_unexpected_errors_are_internal_with_a_correlation_id_only(
+    channel: grpc.aio.Channel, token_mint: TokenMint
+) -> None:
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetUser(
+            auth_pb2.GetUserRequest(id="boom"),
+            metadata=(("authorization", f"Bearer {token_mint.token('u')}"),),
+        )
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "correlation id" in (caught.value.details() or "")
+    assert "hunter2" not in (caught.value.details() or "")
+
+
+async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
+    token_mint: TokenMint,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from tienda_platform import telemetry
+
+    class Collected(SpanExporter):
+        def __init__(self) -> None:
+            self.spans: list[ReadableSpan] = []
+
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            self.spans.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
+    collected = Collected()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(collected))  # type: ignore[attr-defined]
+    server = GrpcServer(
+        services=[
+            GrpcService(
+                SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(Servicer(), s)
+            )
+        ],
+        config=ServerConfig(host="127.0.0.1", port=0, metrics_port=None, grace_seconds=1),
+        verifier=token_mint.verifier(),
+        public_methods=frozenset({f"/{SERVICE}/GetJwks"}),
+    )
+    await server.start()
+    try:
+        await server.mark_serving()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=SERVICE)
+            )
+            first = await asyncio.wait_for(watch.read(), timeout=5)
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+            await auth_pb2_grpc.AuthServiceStub(channel).GetJwks(auth_pb2.GetJwksRequest())
+    finally:
+        await server.stop()
+    names = [s.name for s in collected.spans]
+    assert f"/{SERVICE}/GetJwks" in names
+    assert not [n for n in names if "grpc.health" in n]

@@ -1,0 +1,109 @@
+"""Token verification: what is accepted and every way a token is refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tienda_platform.auth import JwksKeySource, TokenVerifier
+from tienda_platform.errors import Unauthenticated
+from tienda_platform.testing import TokenMint
+
+pytestmark = pytest.mark.unit
+
+
+async def test_a_valid_token_gives_its_principal(token_mint: TokenMint) -> None:
+    token = token_mint.token("user-1", "admin")
+    principal = await token_mint.verifier().verify(token)
+    assert (principal.user_id, principal.role, principal.is_admin) == ("user-1", "admin", True)
+    assert principal.token == token
+
+
+@pytest.mark.parametrize(
+    ("make_token", "message"),
+    [
+        (lambda m: m.token("u", ttl=-10), "token expired"),
+        (lambda m: m.token("u", role="root"), "invalid token"),
+        (lambda m: m.token("u", typ="refresh"), "invalid token"),
+        (lambda m: m.token("u", aud="someone-else"), "invalid token"),
+        (lambda m: m.token("u", iss="evil"), "invalid token"),
+        (lambda m: "garbage", "malformed token"),
+        (lambda m: m.token("u") + "tampered", "(invalid|malformed) token"),
+    ],
+)
+async def test_bad_tokens_are_refused(token_mint: TokenMint, make_token: Any, message: str) -> None:
+    with pytest.raises(Unauthenticated, match=message):
+        await token_mint.verifier().verify(make_token(token_mint))
+
+
+async def test_a_token_signed_by_another_key_with_our_kid_is_refused(token_mint: TokenMint) -> None:
+    impostor = TokenMint(Ed25519PrivateKey.generate(), kid=token_mint.kid)
+    with pytest.raises(Unauthenticated, match="invalid token"):
+        await token_mint.verifier().verify(impostor.token("u"))
+
+
+async def test_alg_none_and_hmac_tokens_are_refused(token_mint: TokenMint) -> None:
+    claims = {
+        "sub": "u",
+        "role": "admin",
+        "typ": "access",
+        "iss": "tienda-auth",
+        "aud": "tienda",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 60,
+    }
+    header = jwt.utils.base64url_encode(json.dumps({"alg": "none", "kid": token_mint.kid}).encode())
+    payload = jwt.utils.base64url_encode(json.dumps(claims).encode())
+    unsigned = f"{header.decode()}.{payload.decode()}."
+    hmac = jwt.encode(claims, "secret" * 8, algorithm="HS256", headers={"kid": token_mint.kid})
+    for token in (unsigned, hmac):
+        with pytest.raises(Unauthenticated, match="unsupported token algorithm"):
+            await token_mint.verifier().verify(token)
+
+
+async def test_unknown_kid_refetches_the_jwks_once_then_refuses(token_mint: TokenMint) -> None:
+    calls = 0
+
+    async def fetch() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return token_mint.jwks()
+
+    verifier = TokenVerifier(
+        JwksKeySource(fetch, min_refresh=60), issuer="tienda-auth", audience="tienda"
+    )
+    await verifier.verify(token_mint.token("u"))
+    stranger = TokenMint(Ed25519PrivateKey.generate(), kid="rotated-away")
+    for _ in range(3):
+        with pytest.raises(Unauthenticated, match="unknown key"):
+            await verifier.verify(stranger.token("u"))
+    assert calls == 1  # refetching is rate limited, so unknown kids cannot hammer auth_service
+
+
+async def test_a_rotated_key_is_picked_up(token_mint: TokenMint) -> None:
+    rotated = TokenMint(Ed25519PrivateKey.generate(), kid="new-key")
+    current = token_mint
+
+    async def fetch() -> dict[str, Any]:
+        return current.jwks()
+
+    verifier = TokenVerifier(
+        JwksKeySource(fetch, min_refresh=0), issuer="tienda-auth", audience="tienda"
+    )
+    await verifier.verify(token_mint.token("u"))
+    current = rotated
+    assert (await verifier.verify(rotated.token("v"))).user_id == "v"
+
+
+async def test_jwks_unreachable_at_first_use_is_unauthenticated() -> None:
+    async def fetch() -> dict[str, Any]:
+        raise ConnectionError("auth_service down")
+
+    verifier = TokenVerifier(JwksKeySource(fetch), issuer="tienda-auth", audience="tienda")
+    mint = TokenMint(Ed25519PrivateKey.generate(), kid="k")
+    with pytest.raises(Unauthenticated, match="signing keys unavailable"):
+        await verifier.verify(mint.token("u"))

@@ -1,0 +1,87 @@
+"""The payment provider simulator, behind the PaymentProvider port a real provider would fill.
+
+`tok_ok` is approved, `tok_declined` is declined, `tok_timeout` never answers (the caller's
+timeout cancels the wait); any other token is declined.
+
+Like a real provider it remembers every answer by idempotency key, durably (table
+payment_charges), so a charge retried after a crash gets the first answer instead of a
+second charge. It keeps that record in transactions of its own: callers must not hold a
+database transaction while they charge (on SQLite that one would block this one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.ids import new_id
+
+from order_service.adapters.orm import PaymentChargeRow
+from order_service.service_layer.ports import ChargeResult, PaymentProvider
+
+APPROVED_TOKEN = "tok_ok"
+TIMEOUT_TOKEN = "tok_timeout"
+
+
+class SimulatedPaymentProvider(PaymentProvider):
+    """An in-process provider that keeps its answers by idempotency key, as real ones do."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def charge(self, *, token: str, amount_cents: int, idempotency_key: str) -> ChargeResult:
+        # The caller's timeout may cancel a charge at any point; the bookkeeping is shielded so
+        # that it never stops halfway through a database transaction.
+        known = await asyncio.shield(self._answer(idempotency_key))
+        if known is None:
+            if token == TIMEOUT_TOKEN:
+                await asyncio.get_running_loop().create_future()
+            known = await self._remember(
+                PaymentChargeRow(
+                    idempotency_key=idempotency_key,
+                    kind="charge",
+                    approved=token == APPROVED_TOKEN,
+                    amount_cents=amount_cents,
+                    provider_reference=f"sim_ch_{new_id()}",
+                    create_time=datetime.now(UTC),
+                )
+            )
+        return ChargeResult(approved=known.approved, provider_reference=known.provider_reference)
+
+    async def refund(
+        self, *, charge_reference: str, amount_cents: int, idempotency_key: str
+    ) -> str:
+        known = await asyncio.shield(self._answer(idempotency_key))
+        if known is None:
+            known = await self._remember(
+                PaymentChargeRow(
+                    idempotency_key=idempotency_key,
+                    kind="refund",
+                    approved=True,
+                    amount_cents=amount_cents,
+                    provider_reference=f"sim_re_{new_id()}",
+                    create_time=datetime.now(UTC),
+                )
+            )
+        return known.provider_reference
+
+    async def _answer(self, idempotency_key: str) -> PaymentChargeRow | None:
+        async with self._sessions() as session:
+            return await session.get(PaymentChargeRow, idempotency_key)
+
+    async def _remember(self, answer: PaymentChargeRow) -> PaymentChargeRow:
+        """Store answer; if a concurrent call stored one first, that one is the answer."""
+        return await asyncio.shield(self._store(answer))
+
+    async def _store(self, answer: PaymentChargeRow) -> PaymentChargeRow:
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(answer)
+        except IntegrityError:
+            first = await self._answer(answer.idempotency_key)
+            assert first is not None, "an idempotency key conflicted with no stored row"
+            return first
+        return answer

@@ -1,0 +1,127 @@
+"""The saga log: the port and its SQL implementation."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import replace
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.telemetry import current_traceparent
+
+from order_service.adapters.orm import SagaRow
+from order_service.adapters.repository import utc
+from order_service.domain.model import SagaMode
+from order_service.domain.saga import Saga, SagaStep
+
+
+class SagaRepository(abc.ABC):
+    """Sagas by order id."""
+
+    @abc.abstractmethod
+    async def add(self, saga: Saga) -> None:
+        """Store a new saga."""
+
+    @abc.abstractmethod
+    async def get(self, order_id: str, *, for_update: bool = False) -> Saga | None:
+        """The order's saga, or None; for_update locks it until the transaction ends."""
+
+    @abc.abstractmethod
+    async def save(self, saga: Saga) -> None:
+        """Store a loaded saga's progress."""
+
+    @abc.abstractmethod
+    async def claim_due(
+        self, *, worker: str, now: datetime, until: datetime, limit: int
+    ) -> list[str]:
+        """Claim up to limit sagas due by now for worker until `until`; their order ids."""
+
+    @abc.abstractmethod
+    async def unclaim_all(self, *, worker: str, now: datetime) -> None:
+        """Hand back every claim of worker: its sagas are due again at once."""
+
+
+# session.info key: the transaction added or changed a saga (the saga worker may have work).
+SAGA_CHANGED = "order_service.saga_changed"
+
+
+def _row(saga: Saga) -> SagaRow:
+    return SagaRow(
+        order_id=saga.order_id,
+        mode=saga.mode.value,
+        step=saga.step.value,
+        reason=saga.reason,
+        attempts=saga.attempts,
+        next_attempt_time=saga.next_attempt_time,
+        last_error=saga.last_error,
+        claimed_by=saga.claimed_by,
+        create_time=saga.create_time,
+        update_time=saga.update_time,
+        trace_parent=saga.trace_parent,
+    )
+
+
+def _saga(row: SagaRow) -> Saga:
+    return Saga(
+        order_id=row.order_id,
+        mode=SagaMode(row.mode),
+        step=SagaStep(row.step),
+        reason=row.reason,
+        attempts=row.attempts,
+        next_attempt_time=utc(row.next_attempt_time) if row.next_attempt_time else None,
+        last_error=row.last_error,
+        claimed_by=row.claimed_by,
+        create_time=utc(row.create_time),
+        update_time=utc(row.update_time),
+        trace_parent=row.trace_parent,
+    )
+
+
+class SqlSagaRepository(SagaRepository):
+    """Sagas in the service's SQL database."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, saga: Saga) -> None:
+        self._session.info[SAGA_CHANGED] = True
+        self._session.add(_row(replace(saga, trace_parent=current_traceparent())))
+
+    async def get(self, order_id: str, *, for_update: bool = False) -> Saga | None:
+        query = select(SagaRow).where(SagaRow.order_id == order_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.exec(query)).first()
+        return _saga(row) if row is not None else None
+
+    async def save(self, saga: Saga) -> None:
+        self._session.info[SAGA_CHANGED] = True
+        await self._session.merge(_row(saga))
+
+    async def claim_due(
+        self, *, worker: str, now: datetime, until: datetime, limit: int
+    ) -> list[str]:
+        query = (
+            select(SagaRow)
+            .where(col(SagaRow.next_attempt_time) <= now)
+            .order_by(col(SagaRow.next_attempt_time))
+            .limit(limit)
+            # replicas claim different sagas instead of queueing on the same rows (PostgreSQL;
+            # SQLite has no row locks: its write transactions run one at a time)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await self._session.exec(query)).all()
+        for row in rows:
+            saga = _saga(row)
+            saga.claim(worker=worker, until=until, now=now)
+            await self.save(saga)
+        return [row.order_id for row in rows]
+
+    async def unclaim_all(self, *, worker: str, now: datetime) -> None:
+        await self._session.exec(
+            sa.update(SagaRow)
+            .where(col(SagaRow.claimed_by) == worker, col(SagaRow.next_attempt_time).is_not(None))
+            .values(claimed_by="", next_attempt_time=now)
+        )

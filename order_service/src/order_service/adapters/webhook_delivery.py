@@ -1,0 +1,46 @@
+"""Webhook POSTs with httpx, pinned to the IP address the SSRF check approved.
+
+Connecting to that address (and not resolving the host again) closes the gap in which DNS
+could change between the check and the request. The Host header and, for https, the TLS
+server name (SNI and certificate check) stay those of the URL.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from order_service.service_layer.notification_ports import HttpOutcome, WebhookSender
+
+
+class HttpxWebhookSender(WebhookSender):
+    def __init__(self, *, timeout: float) -> None:
+        # No proxies from the environment (they would bypass the address check), no redirects
+        # (a 3xx could point anywhere; it counts as a failed attempt).
+        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+
+    async def post(
+        self, *, url: str, address: str, headers: dict[str, str], body: str
+    ) -> HttpOutcome:
+        original = httpx.URL(url)
+        pinned = original.copy_with(host=address)
+        name = original.raw_host.decode("ascii")  # IDNA-encoded
+        authority = f"[{name}]" if ":" in name else name
+        host_header = authority if original.port is None else f"{authority}:{original.port}"
+        extensions = {"sni_hostname": name} if original.scheme == "https" else {}
+        try:
+            response = await self._client.post(
+                pinned,
+                content=body.encode(),
+                headers={**headers, "host": host_header, "content-type": "application/json"},
+                extensions=extensions,
+            )
+        except httpx.TimeoutException:
+            return HttpOutcome(0, "timed out")
+        except httpx.HTTPError as error:
+            return HttpOutcome(0, f"{type(error).__name__}: {error}"[:500])
+        if 200 <= response.status_code < 300:
+            return HttpOutcome(response.status_code)
+        return HttpOutcome(response.status_code, f"HTTP {response.status_code}")
+
+    async def close(self) -> None:
+        await self._client.aclose()

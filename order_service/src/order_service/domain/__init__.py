@@ -1,0 +1,1 @@
+"""The order domain: plain Python, no framework imports."""

@@ -1,0 +1,24 @@
+"""Domain errors; each is a tienda_platform error, so it maps to its gRPC status."""
+
+from __future__ import annotations
+
+from tienda_platform.errors import FailedPrecondition, NotFound
+
+
+class OrderNotFound(NotFound):
+    """No such order, or one the caller may not see: both read the same."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id} not found")
+
+
+class ProductNotFound(NotFound):
+    def __init__(self, product_id: str) -> None:
+        super().__init__(f"product {product_id} not found")
+
+
+class IllegalTransition(FailedPrecondition):
+    """The order's status does not allow the requested change."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"order is already {status.lower()}")

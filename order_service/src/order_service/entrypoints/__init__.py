@@ -1,0 +1,1 @@
+"""Entrypoints: the gRPC servicer of order.v1.OrderService."""

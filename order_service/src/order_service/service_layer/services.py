@@ -1,0 +1,123 @@
+"""The commands and queries of the write model: place, read and cancel orders.
+
+Placing an order only stores it PENDING (with its saga, when orchestrated) and announces it;
+the saga takes it to its end asynchronously. Lists come from the read model (read_model.py).
+"""
+
+from __future__ import annotations
+
+from tienda_platform.auth import Principal
+from tienda_platform.errors import FailedPrecondition
+from tienda_platform.ids import new_id
+from tienda_platform.telemetry import set_span_attributes
+
+from order_service.domain.commands import CancelOrder, CreateOrder
+from order_service.domain.errors import IllegalTransition, OrderNotFound, ProductNotFound
+from order_service.domain.model import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    SagaMode,
+    validate_new_order,
+    validate_order_id,
+)
+from order_service.domain.saga import Saga, SagaStep
+from order_service.service_layer import transitions
+from order_service.service_layer.order_saga import give_back
+from order_service.service_layer.ports import ProductCatalog
+from order_service.service_layer.transitions import utc_now
+from order_service.service_layer.unit_of_work import AbstractUnitOfWork
+
+
+async def create_order(
+    *,
+    command: CreateOrder,
+    principal: Principal,
+    uow: AbstractUnitOfWork,
+    catalog: ProductCatalog,
+    saga_mode: SagaMode,
+) -> Order:
+    """Validate, snapshot the products, and store the order PENDING with order.created."""
+    validate_new_order(items=command.items, payment_token=command.payment_token)
+    products = await catalog.batch_get_products(
+        ids=[item.product_id for item in command.items], principal=principal
+    )
+    by_id = {product.id: product for product in products}
+    lines = []
+    for item in command.items:
+        product = by_id.get(item.product_id)
+        if product is None:
+            raise ProductNotFound(item.product_id)
+        lines.append(
+            OrderLine(
+                product_id=product.id,
+                product_name=product.name,
+                quantity=item.quantity,
+                unit_price_cents=product.price_cents,
+            )
+        )
+    async with uow:
+        known = await uow.customers.get(principal.user_id)
+    if known is not None and known.deleted:
+        # the account is gone, though its access token may not have expired yet
+        raise FailedPrecondition("the customer account was deleted")
+    order = Order.place(
+        order_id=new_id(),
+        customer_id=principal.user_id,
+        lines=lines,
+        payment_token=command.payment_token,
+        now=utc_now(),
+        saga_mode=saga_mode,
+    )
+    set_span_attributes(order_id=order.id)
+    async with uow:
+        await transitions.place(uow, order)
+        if saga_mode is SagaMode.ORCHESTRATION:
+            await uow.sagas.add(
+                Saga.start(order_id=order.id, mode=saga_mode, step=SagaStep.RESERVE, now=utc_now())
+            )
+        await uow.commit()
+    order.customer_name = known.full_name if known is not None else ""
+    return order
+
+
+async def get_order(*, order_id: str, principal: Principal, uow: AbstractUnitOfWork) -> Order:
+    """The order, if the caller owns it or is an admin; NOT_FOUND otherwise."""
+    validate_order_id(order_id)
+    set_span_attributes(order_id=order_id)
+    async with uow:
+        order = await uow.orders.get(order_id)
+    return _visible(order, order_id=order_id, principal=principal)
+
+
+async def cancel_order(
+    *, command: CancelOrder, principal: Principal, uow: AbstractUnitOfWork
+) -> Order:
+    """CANCELLED at once; the saga then gives the stock and any payment back."""
+    validate_order_id(command.order_id)
+    set_span_attributes(order_id=command.order_id)
+    async with uow:
+        order = _visible(
+            await uow.orders.get(command.order_id, for_update=True),
+            order_id=command.order_id,
+            principal=principal,
+        )
+        if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+            raise IllegalTransition(order.status.value)
+        reason = (
+            "cancelled by customer"
+            if principal.user_id == order.customer_id
+            else "cancelled by admin"
+        )
+        await transitions.cancel(uow, order, reason=reason)
+        await give_back(uow, order)
+        await uow.commit()
+    return order
+
+
+def _visible(order: Order | None, *, order_id: str, principal: Principal) -> Order:
+    if order is None or not order.is_visible_to(
+        user_id=principal.user_id, is_admin=principal.is_admin
+    ):
+        raise OrderNotFound(order_id)
+    return order

@@ -1,0 +1,163 @@
+"""The unit of work: one database transaction around the repositories and the outbox.
+
+An event recorded with `record_event` is written to the outbox in the same transaction as the
+state change it announces: both commit, or neither does.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from google.protobuf.message import Message
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.outbox import record_event, take_recorded
+
+from order_service.adapters.customer_repository import CustomerRepository, SqlCustomerRepository
+from order_service.adapters.repository import OrderRepository, SqlOrderRepository
+from order_service.adapters.saga_repository import SAGA_CHANGED, SagaRepository, SqlSagaRepository
+from order_service.adapters.summary_repository import SqlSummaryRepository, SummaryRepository
+
+EVENT_SOURCE = "order_service"
+
+
+def gave_background_work(session: AsyncSession) -> bool:
+    """Whether the session's transaction recorded events (work for the outbox relay) or added
+    or changed a saga (work for the saga worker); forgets it, for the next transaction."""
+    return take_recorded(session) | bool(session.info.pop(SAGA_CHANGED, False))
+
+
+class AbstractUnitOfWork(abc.ABC):
+    """`async with uow:` opens a transaction; `commit()` keeps it, leaving rolls back the rest.
+
+    One instance serves one use case; it may be entered several times in a row (the saga
+    persists each step in its own transaction), never concurrently.
+    """
+
+    orders: OrderRepository
+    sagas: SagaRepository
+    customers: CustomerRepository
+    summaries: SummaryRepository
+
+    async def __aenter__(self) -> AbstractUnitOfWork:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.rollback()
+
+    @abc.abstractmethod
+    async def commit(self) -> None:
+        """Make the transaction's changes durable."""
+
+    @abc.abstractmethod
+    async def rollback(self) -> None:
+        """Drop the transaction's uncommitted changes."""
+
+    @abc.abstractmethod
+    def record_event(self, *, event_type: str, subject: str, payload: Message) -> datetime:
+        """Publish an event if, and only if, this transaction commits; the event's time."""
+
+    @abc.abstractmethod
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run callback once this transaction has committed (never if it rolls back)."""
+
+
+class _SessionBacked(AbstractUnitOfWork):
+    """Repositories and outbox over one SQLAlchemy session."""
+
+    _session: AsyncSession | None = None
+
+    def _bind(self, session: AsyncSession) -> None:
+        self._session = session
+        self.orders = SqlOrderRepository(session)
+        self.sagas = SqlSagaRepository(session)
+        self.customers = SqlCustomerRepository(session)
+        self.summaries = SqlSummaryRepository(session)
+
+    def record_event(self, *, event_type: str, subject: str, payload: Message) -> datetime:
+        assert self._session is not None, "record_event outside `async with uow`"
+        envelope = record_event(
+            self._session,
+            source=EVENT_SOURCE,
+            event_type=event_type,
+            subject=subject,
+            payload=payload,
+        )
+        return envelope.time.ToDatetime(tzinfo=UTC)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        assert self._session is not None, "after_commit outside `async with uow`"
+
+        def run(_session: Any) -> None:
+            callback()
+
+        event.listen(self._session.sync_session, "after_commit", run, once=True)
+
+
+class SqlUnitOfWork(_SessionBacked):
+    """A unit of work over a session of its own. `on_commit` runs after a commit that recorded
+    events or added or changed a saga (it wakes the outbox relay and the saga worker)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._on_commit = on_commit
+
+    async def __aenter__(self) -> AbstractUnitOfWork:
+        self._bind(self._sessions())
+        return await super().__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, traceback)
+        finally:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    async def commit(self) -> None:
+        assert self._session is not None, "commit outside `async with uow`"
+        # waking the relay and the saga worker after every commit would cost two idle
+        # transactions each
+        wake = gave_background_work(self._session)
+        await self._session.commit()
+        if wake and self._on_commit is not None:
+            self._on_commit()
+
+    async def rollback(self) -> None:
+        if self._session is not None:
+            await self._session.rollback()
+
+
+class SessionUnitOfWork(_SessionBacked):
+    """A unit of work inside a transaction someone else owns: an event consumer's, which
+    commits the handler's changes together with the processed-event record."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._bind(session)
+
+    async def commit(self) -> None:
+        assert self._session is not None
+        await self._session.flush()
+
+    async def rollback(self) -> None:
+        """The owner of the transaction rolls it back when the handler fails."""

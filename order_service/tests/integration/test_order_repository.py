@@ -1,0 +1,122 @@
+"""The SQL repository on SQLite and PostgreSQL: whole orders in, whole orders out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from order_service.domain.customers import Customer
+from order_service.domain.model import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    Payment,
+    PaymentStatus,
+    SagaMode,
+)
+from order_service.service_layer.unit_of_work import SqlUnitOfWork
+from tienda_platform.ids import new_id
+
+pytestmark = pytest.mark.integration
+
+UowFactory = Callable[[], SqlUnitOfWork]
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+def new_order(customer_id: str = "customer-1") -> Order:
+    return Order.place(
+        order_id=new_id(),
+        customer_id=customer_id,
+        lines=[
+            OrderLine(new_id(), "Zebra mug", 2, 1250),
+            OrderLine(new_id(), "Apple tea ☕", 1, 2**40),
+        ],
+        payment_token="tok_ok",
+        now=T0,
+    )
+
+
+async def add(uow_factory: UowFactory, order: Order) -> None:
+    async with uow_factory() as uow:
+        await uow.orders.add(order)
+        await uow.commit()
+
+
+async def get(uow_factory: UowFactory, order_id: str) -> Order | None:
+    async with uow_factory() as uow:
+        return await uow.orders.get(order_id)
+
+
+async def test_an_order_comes_back_as_it_went_in(uow_factory: UowFactory) -> None:
+    order = new_order()
+    await add(uow_factory, order)
+    loaded = await get(uow_factory, order.id)
+    assert loaded == order
+    assert loaded is not None and loaded.create_time.tzinfo is not None
+    assert await get(uow_factory, new_id()) is None
+
+
+async def test_save_stores_the_status_and_new_payments(uow_factory: UowFactory) -> None:
+    order = new_order()
+    await add(uow_factory, order)
+    charge = Payment(new_id(), order.id, PaymentStatus.APPROVED, order.total_cents, "ch_1", T0)
+    refund = Payment(
+        new_id(), order.id, PaymentStatus.REFUNDED, order.total_cents, "re_1", T0 + timedelta(1)
+    )
+
+    async with uow_factory() as uow:
+        loaded = await uow.orders.get(order.id, for_update=True)
+        assert loaded is not None
+        loaded.record_payment(charge)
+        loaded.confirm(now=T0 + timedelta(seconds=1))
+        await uow.orders.save(loaded)
+        await uow.commit()
+    async with uow_factory() as uow:
+        loaded = await uow.orders.get(order.id, for_update=True)
+        assert loaded is not None
+        loaded.cancel(reason="cancelled by customer", now=T0 + timedelta(seconds=2))
+        loaded.record_refund(refund)
+        await uow.orders.save(loaded)
+        await uow.commit()
+
+    stored = await get(uow_factory, order.id)
+    assert stored is not None
+    assert (stored.status, stored.status_reason) == (OrderStatus.CANCELLED, "cancelled by customer")
+    assert stored.update_time == T0 + timedelta(seconds=2)
+    assert stored.payments == [charge, refund]
+
+
+async def test_without_commit_nothing_is_kept(uow_factory: UowFactory) -> None:
+    order = new_order()
+    async with uow_factory() as uow:
+        await uow.orders.add(order)
+    assert await get(uow_factory, order.id) is None
+
+
+async def test_pending_orders_of_a_customer_with_their_name_and_saga_mode(
+    uow_factory: UowFactory,
+) -> None:
+    pending = new_order("alice")
+    ended = new_order("alice")
+    ended.reject(reason="insufficient stock for X", now=T0)
+    choreographed = Order.place(
+        order_id=new_id(),
+        customer_id="alice",
+        lines=[OrderLine(new_id(), "Mug", 1, 100)],
+        payment_token="tok_ok",
+        now=T0,
+        saga_mode=SagaMode.CHOREOGRAPHY,
+    )
+    for order in (pending, ended, choreographed, new_order("bob")):
+        await add(uow_factory, order)
+    async with uow_factory() as uow:
+        await uow.customers.save(Customer("alice", "a@x.io", "Alice Liddell", False, T0))
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        found = await uow.orders.pending_of("alice")
+    assert sorted(o.id for o in found) == sorted([pending.id, choreographed.id])
+    assert {o.customer_name for o in found} == {"Alice Liddell"}
+    loaded = await get(uow_factory, choreographed.id)
+    assert loaded is not None and loaded.saga_mode is SagaMode.CHOREOGRAPHY

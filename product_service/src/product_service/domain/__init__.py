@@ -1,0 +1,1 @@
+"""Products, stock reservations and the rules their inputs follow; plain Python only."""

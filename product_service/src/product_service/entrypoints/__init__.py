@@ -1,0 +1,1 @@
+"""How product_service is reached: the gRPC servicer."""

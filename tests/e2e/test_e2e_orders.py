@@ -1,0 +1,140 @@
+"""The order flow through REST against the real processes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from e2e_support import User, create_product, eventually, place_order, stock_of
+
+pytestmark = pytest.mark.e2e
+
+
+def test_confirmed_order_takes_stock_and_snapshots_prices(
+    api: httpx.Client, admin: User, customer: User
+) -> None:
+    product = create_product(api, admin, stock=5, price_cents=1250)
+
+    order = place_order(api, customer, product["id"], 2, "tok_ok")
+
+    assert order["status"] == "ORDER_STATUS_CONFIRMED"
+    assert order["customer_id"] == customer.id
+    assert int(order["total_cents"]) == 2500
+    assert order["items"] == [
+        {
+            "product_id": product["id"],
+            "product_name": product["name"],
+            "quantity": 2,
+            "unit_price_cents": "1250",
+        }
+    ]
+    assert stock_of(api, product["id"]) == 3
+
+
+def test_declined_payment_cancels_and_restores_stock(
+    api: httpx.Client, admin: User, customer: User
+) -> None:
+    product = create_product(api, admin, stock=4)
+
+    order = place_order(api, customer, product["id"], 3, "tok_declined")
+
+    assert order["status"] == "ORDER_STATUS_CANCELLED"
+    assert "declined" in order["status_reason"]
+    assert stock_of(api, product["id"]) == 4
+
+
+def test_payment_timeout_cancels_and_restores_stock(
+    api: httpx.Client, admin: User, customer: User
+) -> None:
+    product = create_product(api, admin, stock=4)
+
+    order = place_order(api, customer, product["id"], 1, "tok_timeout")
+
+    assert order["status"] == "ORDER_STATUS_CANCELLED"
+    assert "timed out" in order["status_reason"]
+    assert stock_of(api, product["id"]) == 4
+
+
+def test_more_than_the_stock_is_rejected(api: httpx.Client, admin: User, customer: User) -> None:
+    product = create_product(api, admin, stock=2)
+
+    order = place_order(api, customer, product["id"], 3, "tok_ok")
+
+    assert order["status"] == "ORDER_STATUS_REJECTED"
+    assert "stock" in order["status_reason"]
+    assert stock_of(api, product["id"]) == 2
+
+
+def test_owner_cancels_confirmed_order_and_stock_returns(
+    api: httpx.Client, admin: User, customer: User
+) -> None:
+    product = create_product(api, admin, stock=3)
+    order = place_order(api, customer, product["id"], 2, "tok_ok")
+    assert stock_of(api, product["id"]) == 1
+
+    response = api.post(f"/v1/orders/{order['id']}:cancel", headers=customer.headers, json={})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ORDER_STATUS_CANCELLED"
+    # the saga gives the stock back and refunds after the answer
+    eventually(lambda: stock_of(api, product["id"]) == 3)
+    again = api.post(f"/v1/orders/{order['id']}:cancel", headers=customer.headers, json={})
+    assert again.status_code == 400
+    assert again.json()["code"] == 9  # FAILED_PRECONDITION
+
+
+def test_orders_are_visible_to_their_owner_and_admins_only(
+    api: httpx.Client, admin: User, customer: User, other_customer: User
+) -> None:
+    product = create_product(api, admin, stock=3)
+    order = place_order(api, customer, product["id"], 1)
+    path = f"/v1/orders/{order['id']}"
+
+    assert api.get(path, headers=other_customer.headers).status_code in (403, 404)
+    assert api.post(f"{path}:cancel", headers=other_customer.headers, json={}).status_code in (
+        403,
+        404,
+    )
+    assert api.get(path, headers=admin.headers).status_code == 200
+    assert api.get(path).status_code == 401
+
+    # lists come from the read model, which is eventually consistent
+    own = eventually(lambda: api.get("/v1/orders", headers=customer.headers).json()["orders"])
+    assert [o["id"] for o in own] == [order["id"]]
+    assert api.get("/v1/orders", headers=other_customer.headers).json()["orders"] == []
+    everyone = api.get("/v1/orders", headers=admin.headers, params={"page_size": 100}).json()
+    assert order["id"] in {o["id"] for o in everyone["orders"]}
+
+
+def test_order_details_compose_order_products_and_customer(
+    api: httpx.Client, admin: User, customer: User
+) -> None:
+    product = create_product(api, admin, stock=3)
+    order = place_order(api, customer, product["id"], 1)
+
+    response = api.get(f"/v1/orders/{order['id']}/details", headers=customer.headers)
+
+    assert response.status_code == 200, response.text
+    details = response.json()
+    assert details["degraded"] is False
+    assert details["order"]["id"] == order["id"]
+    assert details["customer"]["email"] == customer.email
+    assert [p["id"] for p in details["products"]] == [product["id"]]
+
+
+def test_anonymous_and_customers_cannot_do_admin_or_customer_things(
+    api: httpx.Client, customer: User
+) -> None:
+    anonymous_order = api.post(
+        "/v1/orders",
+        json={"items": [{"product_id": customer.id, "quantity": 1}], "payment_token": "tok_ok"},
+    )
+    assert anonymous_order.status_code == 401
+    assert anonymous_order.json()["code"] == 16
+
+    product = api.post(
+        "/v1/products",
+        headers=customer.headers,
+        json={"sku": "NOPE-1", "name": "x", "price_cents": 1, "stock": 1},
+    )
+    assert product.status_code == 403
+    assert product.json()["code"] == 7

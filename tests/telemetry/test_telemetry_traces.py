@@ -1,0 +1,104 @@
+"""One order gives one trace, from the gateway through both services and across Redis."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from e2e_support import User, create_product, wait_terminal
+from tienda_devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tienda_devstack.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
+
+
+def test_an_order_is_one_trace_across_services_and_the_event_hop(
+    api: httpx.Client, admin: User, customer: User, otlp_receiver: OtlpReceiver, stack: Stack
+) -> None:
+    product = create_product(api, admin, stock=3)
+    response = api.post(
+        "/v1/orders",
+        headers=customer.headers,
+        json={"items": [{"product_id": product["id"], "quantity": 1}], "payment_token": "tok_ok"},
+    )
+    assert response.status_code == 200, response.text
+    order_id = response.json()["id"]
+    wait_terminal(api, customer, order_id)
+
+    def order_trace(spans: list[ReceivedSpan]) -> str | None:
+        for span in spans:
+            if (
+                span.service == "gateway"
+                and span.kind == SERVER
+                and (
+                    span.attributes.get("order.id") == order_id
+                    or "/v1/orders" in str(span.attributes.get("http.target", ""))
+                    or "/v1/orders" in str(span.attributes.get("url.path", ""))
+                )
+            ):
+                traced = [s for s in spans if s.trace_id == span.trace_id]
+                if any(s.attributes.get("order.id") == order_id for s in traced):
+                    return span.trace_id
+        return None
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        trace_id = order_trace(spans)
+        if trace_id is None:
+            return False
+        services = {s.service for s in spans if s.trace_id == trace_id}
+        consumed = [s for s in spans if s.trace_id == trace_id and s.kind == CONSUMER]
+        names = {s.name for s in spans if s.trace_id == trace_id}
+        return (
+            {"gateway", "order_service", "product_service"} <= services
+            and bool(consumed)
+            and {"saga pay", "email send"} <= names
+        )
+
+    spans = otlp_receiver.wait_for(complete, timeout=30)
+    trace_id = order_trace(spans)
+    trace = [s for s in spans if s.trace_id == trace_id]
+    by_id = {s.span_id: s for s in trace}
+    # the Redis hop: a consumer span whose parent is a producer span of the same trace
+    hops = [
+        s
+        for s in trace
+        if s.kind == CONSUMER
+        and by_id.get(s.parent_span_id)
+        and by_id[s.parent_span_id].kind == PRODUCER
+    ]
+    assert hops, [(s.service, s.name, s.kind) for s in trace]
+    # gRPC: a server span of product_service under a client span of order_service
+    assert any(
+        s.service == "product_service"
+        and s.kind == SERVER
+        and by_id.get(s.parent_span_id) is not None
+        and by_id[s.parent_span_id].kind == CLIENT
+        for s in trace
+    )
+    # deferred work joins the trace: the saga's steps (and, under them, the calls to
+    # product_service and the payment), and the email about the confirmed order
+    steps = [s for s in trace if s.name.startswith("saga ")]
+    assert all(s.attributes.get("order.id") == order_id for s in steps)
+    if stack.env["ORDER_SAGA_MODE"] == "orchestration":
+        assert any(
+            s.service == "product_service" and s.name.endswith("/ReserveStock") for s in trace
+        )
+    # every span has exactly one root: the gateway's request
+    roots = [s for s in trace if not s.parent_span_id]
+    assert [r.service for r in roots] == ["gateway"]
+
+
+def test_spans_carry_resource_attributes_and_no_secrets(otlp_receiver: OtlpReceiver) -> None:
+    spans = otlp_receiver.wait_for(lambda s: len(s) > 0)
+    services = {r.get("service.name") for r in otlp_receiver.resources}
+    assert {"gateway", "auth_service", "product_service", "order_service"} <= services
+    assert all(
+        r.get("service.version") and r.get("deployment.environment") == "test"
+        for r in otlp_receiver.resources
+    )
+    for span in spans:
+        text = repr(span.attributes)
+        # values, not names: a column called password_hash in a SQL statement is no secret
+        for secret in ("tok_ok", "tok_declined", "tok_timeout", "Bearer ", "correct-horse-9"):
+            assert secret not in text, (span.service, span.name, text[:300])
