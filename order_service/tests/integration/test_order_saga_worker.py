@@ -152,9 +152,14 @@ class AnswersThenCrashes(PaymentProvider):
         self.answered = asyncio.Event()
         self.answer: ChargeResult | None = None
 
-    async def charge(self, *, token: str, amount_cents: int, idempotency_key: str) -> ChargeResult:
+    async def charge(
+        self, *, token: str, amount_cents: int, idempotency_key: str, answer_within: float
+    ) -> ChargeResult:
         self.answer = await self.real.charge(
-            token=token, amount_cents=amount_cents, idempotency_key=idempotency_key
+            token=token,
+            amount_cents=amount_cents,
+            idempotency_key=idempotency_key,
+            answer_within=answer_within,
         )
         self.answered.set()
         await asyncio.Event().wait()

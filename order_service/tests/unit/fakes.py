@@ -333,13 +333,16 @@ class FakePaymentProvider(PaymentProvider):
         self.gate = asyncio.Event()
         self.hold = hold
 
-    async def charge(self, *, token: str, amount_cents: int, idempotency_key: str) -> ChargeResult:
+    async def charge(
+        self, *, token: str, amount_cents: int, idempotency_key: str, answer_within: float
+    ) -> ChargeResult:
         self.charges.append((token, amount_cents, idempotency_key))
         self.charge_started.set()
-        if token == "tok_timeout":
-            await asyncio.get_running_loop().create_future()
-        if token == "tok_gated" or self.hold:
-            await self.gate.wait()
+        async with asyncio.timeout(answer_within):
+            if token == "tok_timeout":
+                await asyncio.get_running_loop().create_future()
+            if token == "tok_gated" or self.hold:
+                await self.gate.wait()
         approved = token in ("tok_ok", "tok_gated")
         return ChargeResult(approved=approved, provider_reference=f"ch_{idempotency_key}")
 

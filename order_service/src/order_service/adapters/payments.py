@@ -1,7 +1,7 @@
 """The payment provider simulator, behind the PaymentProvider port a real provider would fill.
 
-`tok_ok` is approved, `tok_declined` is declined, `tok_timeout` never answers (the caller's
-timeout cancels the wait); any other token is declined.
+`tok_ok` is approved, `tok_declined` is declined, `tok_timeout` never answers (the charge
+raises TimeoutError after its timeout); any other token is declined.
 
 Like a real provider it remembers every answer by idempotency key, durably (table
 payment_charges), so a charge retried after a crash gets the first answer instead of a
@@ -32,13 +32,18 @@ class SimulatedPaymentProvider(PaymentProvider):
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def charge(self, *, token: str, amount_cents: int, idempotency_key: str) -> ChargeResult:
-        # The caller's timeout may cancel a charge at any point; the bookkeeping is shielded so
-        # that it never stops halfway through a database transaction.
-        known = await asyncio.shield(self._answer(idempotency_key))
-        if known is None:
+    async def charge(
+        self, *, token: str, amount_cents: int, idempotency_key: str, answer_within: float
+    ) -> ChargeResult:
+        # answer_within bounds the simulated round trip only. The bookkeeping stands for the
+        # provider's own database: waiting for this service's database (SQLite's write lock
+        # in a burst) must not turn an approved charge into a timed-out one. It is shielded
+        # so that a caller's cancellation never stops it halfway through a transaction.
+        async with asyncio.timeout(answer_within):
             if token == TIMEOUT_TOKEN:
                 await asyncio.get_running_loop().create_future()
+        known = await asyncio.shield(self._answer(idempotency_key))
+        if known is None:
             known = await self._remember(
                 PaymentChargeRow(
                     idempotency_key=idempotency_key,

@@ -12,7 +12,6 @@ are retried with backoff; they delay an order, never fail it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -216,13 +215,11 @@ class SagaRunner:
     async def _charge(self, order: Order) -> Payment:
         """Charge the total; no answer within the timeout counts as a failed payment."""
         try:
-            result = await asyncio.wait_for(
-                self._payments.charge(
-                    token=order.payment_token,
-                    amount_cents=order.total_cents,
-                    idempotency_key=charge_key(order.id),
-                ),
-                self._payment_timeout,
+            result = await self._payments.charge(
+                token=order.payment_token,
+                amount_cents=order.total_cents,
+                idempotency_key=charge_key(order.id),
+                answer_within=self._payment_timeout,
             )
         except TimeoutError:
             status, reference = PaymentStatus.TIMED_OUT, ""

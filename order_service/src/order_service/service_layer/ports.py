@@ -73,8 +73,12 @@ class PaymentProvider(abc.ABC):
     """Takes and gives back money. Both calls are idempotent by their idempotency key."""
 
     @abc.abstractmethod
-    async def charge(self, *, token: str, amount_cents: int, idempotency_key: str) -> ChargeResult:
-        """Charge the payment method behind token; may never answer (callers time it out)."""
+    async def charge(
+        self, *, token: str, amount_cents: int, idempotency_key: str, answer_within: float
+    ) -> ChargeResult:
+        """Charge the payment method behind token; TimeoutError when the provider gives no
+        answer within answer_within seconds (the bound on the round trip to the provider, as an
+        HTTP client's timeout would be; the provider's own bookkeeping is not ours to time)."""
 
     @abc.abstractmethod
     async def refund(
