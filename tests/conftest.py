@@ -41,9 +41,7 @@ def stack(
     data_dir: Path = tmp_path_factory.mktemp(f"tienda-e2e-{request.param}")
     env = {
         "TIENDA_ENV": "test",
-        # above what a tok_ok charge can take in the 50-order burst on SQLite (its write
-        # waits for the lock): otherwise an approved payment may count as timed out
-        "PAYMENT_TIMEOUT_SECONDS": "5",
+        "PAYMENT_TIMEOUT_SECONDS": "1",
         "SHUTDOWN_GRACE_SECONDS": "2",
         "WEBHOOK_ALLOW_PRIVATE": "true",
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
