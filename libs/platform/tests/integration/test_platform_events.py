@@ -378,3 +378,104 @@ async def test_a_redelivery_is_a_duplicate_even_when_its_handler_now_fails(
     assert await effects(engine) == [(envelope.id, "u1")]
     duplicates = REGISTRY.get_sample_value("tienda_events_consumed_total", labels)
     assert duplicates == before + 1
+
+
+def _consumed(result: str) -> float:
+    labels = {
+        "stream": AUTH_EVENTS,
+        "group": "tests",
+        "event_type": "user.registered",
+        "result": result,
+    }
+    return REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0
+
+
+def _batches() -> tuple[float, float]:
+    """(transactions, events) of the batch-size histogram for the tests group."""
+    labels = {"stream": AUTH_EVENTS, "group": "tests"}
+    count = REGISTRY.get_sample_value("tienda_event_batch_size_events_count", labels) or 0
+    total = REGISTRY.get_sample_value("tienda_event_batch_size_events_sum", labels) or 0
+    return count, total
+
+
+async def test_entries_read_together_are_handled_in_one_transaction(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    sessions: list[int] = []
+
+    async def tracking(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+        sessions.append(id(session))
+        await remember(session, envelope, payload)
+
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, [f"user-{i}" for i in range(30)])
+    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 30
+    transactions, events = _batches()
+    reader = consumer(RedisBroker(redis_url), engine, "r1", handler=tracking, batch_size=50)
+    await started(reader)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await wait_for(lambda: _pending_and_delivered(client, 30))
+        assert len(await effects(engine)) == 30
+        # one XREADGROUP read all 30: one session, one commit, then one XACK
+        assert len(sessions) == 30 and len(set(sessions)) == 1
+        assert _batches() == (transactions + 1, events + 30)
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+        await client.aclose()
+
+
+async def test_a_failing_event_holds_back_only_itself_not_its_batch(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    async def fragile(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+        await remember(session, envelope, payload)
+        if payload.user_id == "poison":  # type: ignore[attr-defined]
+            raise RuntimeError("bug in the handler")
+
+    users = [f"user-{i}" for i in range(4)] + ["poison"] + [f"user-{i}" for i in range(4, 8)]
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, users)
+    await OutboxRelay(engine=engine, broker=publisher).publish_batch()
+    reader = consumer(
+        RedisBroker(redis_url), engine, "r1", handler=fragile, max_attempts=2, claim_idle_ms=100
+    )
+    await started(reader)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await wait_for(lambda: _pending_and_delivered(client, 9))
+        # the batch rolled back and its events ran one by one: each of the others once
+        assert sorted(u for _, u in await effects(engine)) == sorted(set(users) - {"poison"})
+        async with engine.connect() as conn:
+            processed = await conn.execute(sa.text("SELECT count(*) FROM processed_events"))
+            assert processed.scalar_one() == 8
+        (letter,) = await DeadLetters(client, publisher).list(AUTH_EVENTS)
+        assert "bug in the handler" in letter.error
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+        await client.aclose()
+
+
+async def test_a_redelivered_event_in_a_batch_is_a_duplicate_and_the_rest_apply(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    from tienda_platform.consumers import Entry
+
+    reader = consumer(RedisBroker(redis_url), engine, "r1")
+    envelopes = await write_events(engine, ["u1", "u2", "u3"])
+    bodies = [e.SerializeToString() for e in envelopes]
+    await reader.handle(AUTH_EVENTS, bodies[1], b"1-0")  # u2 handled before, not acknowledged
+    duplicates = _consumed("duplicate")
+
+    await reader.handle_batch(
+        AUTH_EVENTS, [Entry(id=f"{i}-1".encode(), body=b, headers={}) for i, b in enumerate(bodies)]
+    )
+
+    assert sorted(await effects(engine)) == sorted(
+        (e.id, u) for e, u in zip(envelopes, ["u1", "u2", "u3"], strict=True)
+    )
+    assert _consumed("duplicate") == duplicates + 1
+    await reader.broker.stop()
