@@ -49,7 +49,7 @@ from tienda_contracts.topology import dead_letter_stream
 
 from tienda_platform.database import PlatformTable
 from tienda_platform.events import EventEnvelope, UnknownEvent, payload_of
-from tienda_platform.telemetry import tracer
+from tienda_platform.telemetry import tracer, tracing_configured
 
 EVENTS_CONSUMED = Counter(
     "tienda_events_consumed_total",
@@ -258,11 +258,16 @@ class EventConsumer:
                         await session.flush()
                         session.expunge_all()
                 now = datetime.now(UTC)
-                session.add_all(
-                    ProcessedEvent(
-                        consumer_group=self.group, event_id=event.envelope.id, processed_time=now
-                    )
-                    for event in batch
+                await session.execute(
+                    sa.insert(ProcessedEvent),
+                    [
+                        {
+                            "consumer_group": self.group,
+                            "event_id": e.envelope.id,
+                            "processed_time": now,
+                        }
+                        for e in batch
+                    ],
                 )
                 wake = self.wake_when is None or self.wake_when(session)
         except Exception as error:
@@ -293,6 +298,9 @@ class EventConsumer:
     def _span(self, stream: str, event: _Decoded, *, quiet: bool) -> Iterator[None]:
         """A consumer span under the producer's (whose context the entry's headers carry;
         without them, under the request that recorded the event)."""
+        if not tracing_configured():
+            yield
+            return
         carrier = event.entry.headers
         if "traceparent" not in carrier:
             carrier = {

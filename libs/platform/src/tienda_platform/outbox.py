@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from faststream.redis import RedisBroker
@@ -18,12 +20,12 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import Field, col, select
+from sqlmodel import Field, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tienda_platform.database import PlatformTable, is_sqlite
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
-from tienda_platform.telemetry import tracer
+from tienda_platform.telemetry import tracer, tracing_configured
 
 EVENTS_PUBLISHED = Counter(
     "tienda_events_published_total",
@@ -136,55 +138,61 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish one batch of unsent events in order; returns how many were sent."""
+        table = OutboxEvent.__table__  # type: ignore[attr-defined]
         async with self._sessions() as session, session.begin():
             query = (
-                select(OutboxEvent)
-                .where(OutboxEvent.published_time.is_(None))  # type: ignore[union-attr]
-                .order_by(OutboxEvent.create_time, OutboxEvent.id)  # type: ignore[arg-type]
+                sa.select(table.c.id, table.c.event_type, table.c.stream, table.c.envelope)
+                .add_columns(table.c.create_time)
+                .where(table.c.published_time.is_(None))
+                .order_by(table.c.create_time, table.c.id)
                 .limit(self._batch_size)
             )
             if not is_sqlite(str(self._engine.url)):
                 query = query.with_for_update(skip_locked=True)
-            rows = list((await session.exec(query)).all())
+            rows = list((await session.execute(query)).all())
             await self._refresh_backlog(session, rows)
             if not rows:
                 return 0
             client = await self._broker.connect()
             async with client.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    envelope = EventEnvelope.FromString(row.envelope)
-                    # the publish span continues the trace of the request that wrote the event
-                    parent = extract(
-                        {"traceparent": envelope.traceparent, "tracestate": envelope.tracestate}
-                    )
-                    with tracer.start_as_current_span(
-                        f"outbox relay {row.event_type}",
-                        context=parent,
-                        kind=SpanKind.PRODUCER,
-                        attributes={
-                            "messaging.destination.name": row.stream,
-                            "messaging.message.id": row.id,
-                        },
-                    ):
+                for event_id, event_type, stream, body, _ in rows:
+                    with self._publish_span(event_id, event_type, stream, body):
                         await self._broker.publish(
-                            row.envelope,
-                            stream=row.stream,
-                            headers={"event-type": row.event_type, "event-id": row.id},
-                            correlation_id=row.id,
+                            body,
+                            stream=stream,
+                            headers={"event-type": event_type, "event-id": event_id},
+                            correlation_id=event_id,
                             pipeline=pipe,
                         )
                 await pipe.execute()
-            now = datetime.now(UTC)
-            await session.exec(
-                sa.update(OutboxEvent)
-                .where(OutboxEvent.id.in_([r.id for r in rows]))  # type: ignore[attr-defined]
-                .values(published_time=now)
+            await session.execute(
+                sa.update(table)
+                .where(table.c.id.in_([row[0] for row in rows]))
+                .values(published_time=datetime.now(UTC))
             )
-        for row in rows:
-            EVENTS_PUBLISHED.labels(row.stream, row.event_type).inc()
+        for _, event_type, stream, _, _ in rows:
+            EVENTS_PUBLISHED.labels(stream, event_type).inc()
         return len(rows)
 
-    async def _refresh_backlog(self, session: AsyncSession, rows: list[OutboxEvent]) -> None:
+    @contextlib.contextmanager
+    def _publish_span(
+        self, event_id: str, event_type: str, stream: str, body: bytes
+    ) -> Iterator[None]:
+        """The publish continues the trace of the request that wrote the event."""
+        if not tracing_configured():
+            yield
+            return
+        envelope = EventEnvelope.FromString(body)
+        parent = extract({"traceparent": envelope.traceparent, "tracestate": envelope.tracestate})
+        with tracer.start_as_current_span(
+            f"outbox relay {event_type}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.destination.name": stream, "messaging.message.id": event_id},
+        ):
+            yield
+
+    async def _refresh_backlog(self, session: AsyncSession, rows: list[Any]) -> None:
         if len(rows) < self._batch_size:
             OUTBOX_BACKLOG.set(len(rows))
         else:
