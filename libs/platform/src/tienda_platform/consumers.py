@@ -258,9 +258,9 @@ class EventConsumer:
                         await session.flush()
                         session.expunge_all()
                 now = datetime.now(UTC)
-                await session.execute(
+                await session.exec(
                     sa.insert(ProcessedEvent),
-                    [
+                    params=[
                         {
                             "consumer_group": self.group,
                             "event_id": e.envelope.id,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import Field, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tienda_platform.aio import wait_for_event
 from tienda_platform.database import PlatformTable, is_sqlite
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
 from tienda_platform.telemetry import tracer, tracing_configured
@@ -133,8 +134,7 @@ class OutboxRelay:
                 continue
             if published < self._batch_size:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle)
+                await wait_for_event(self._wake, self._idle)
 
     async def publish_batch(self) -> int:
         """Publish one batch of unsent events in order; returns how many were sent."""
@@ -149,7 +149,7 @@ class OutboxRelay:
             )
             if not is_sqlite(str(self._engine.url)):
                 query = query.with_for_update(skip_locked=True)
-            rows = list((await session.execute(query)).all())
+            rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
             await self._refresh_backlog(session, rows)
             if not rows:
                 return 0
@@ -165,7 +165,7 @@ class OutboxRelay:
                             pipeline=pipe,
                         )
                 await pipe.execute()
-            await session.execute(
+            await session.exec(
                 sa.update(table)
                 .where(table.c.id.in_([row[0] for row in rows]))
                 .values(published_time=datetime.now(UTC))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from loguru import logger
+from tienda_platform.aio import wait_for_event
 
 
 class PollingLoop:
@@ -49,5 +49,4 @@ class PollingLoop:
                 continue
             pause = self._idle
             if handled < self._batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle)
+                await wait_for_event(self._wake, self._idle)

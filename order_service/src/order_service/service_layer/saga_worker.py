@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 
 from loguru import logger
+from tienda_platform.aio import wait_for_event
 
 from order_service.service_layer.order_saga import SagaRunner
 from order_service.service_layer.transitions import utc_now
@@ -52,8 +53,7 @@ class SagaWorker:
                         running.add(task)
                         task.add_done_callback(running.discard)
                         task.add_done_callback(lambda _task: self._wake.set())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                await wait_for_event(self._wake, self._poll)
         finally:
             for task in running:
                 task.cancel()
