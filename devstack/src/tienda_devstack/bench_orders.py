@@ -28,7 +28,8 @@ class OrderRun:
     orders: int
     seconds: float
     latencies: list[float]
-    failures: int
+    refused: dict[int, int]  # HTTP status of a POST /v1/orders that did not create an order
+    unfinished: int  # created, but no terminal state within a minute of the last POST
 
     @property
     def throughput(self) -> float:
@@ -42,8 +43,14 @@ class OrderRun:
         return (
             f"{self.throughput:7.1f} orders/s  time to terminal p50 "
             f"{self.percentile(0.5) * 1000:7.1f} ms  p99 {self.percentile(0.99) * 1000:7.1f} ms"
-            f"  ({self.orders} orders, {self.failures} not confirmed)"
+            f"  ({self.orders} orders, {self.unfinished} unfinished, {self.refused_text()})"
         )
+
+    def refused_text(self) -> str:
+        if not self.refused:
+            return "0 refused"
+        codes = ", ".join(f"{n} x {code}" for code, n in sorted(self.refused.items()))
+        return f"{sum(self.refused.values())} refused: {codes}"
 
 
 async def _terminal_times(url: str, done: dict[str, float], stop: asyncio.Event) -> None:
@@ -84,17 +91,16 @@ async def run_orders(
     )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=concurrency)
-    failures = 0
+    refused: dict[int, int] = {}
     async with httpx.AsyncClient(base_url=stack.gateway_url, limits=limits, timeout=30) as client:
         semaphore = asyncio.Semaphore(concurrency)
 
         async def place() -> None:
-            nonlocal failures
             async with semaphore:
                 sent = time.perf_counter()
                 response = await client.post("/v1/orders", content=body, headers=headers)
                 if response.status_code != 200:
-                    failures += 1
+                    refused[response.status_code] = refused.get(response.status_code, 0) + 1
                     return
                 started_at[response.json()["id"]] = sent
 
@@ -112,5 +118,5 @@ async def run_orders(
     stop.set()
     await watcher
     latencies = [done[o] - started_at[o] for o in started_at if o in done]
-    failures += len(started_at) - len(latencies)
-    return OrderRun(len(latencies), finished - begin, latencies, failures)
+    unfinished = len(started_at) - len(latencies)
+    return OrderRun(len(latencies), finished - begin, latencies, refused, unfinished)
