@@ -169,7 +169,8 @@ class EventConsumer:
             )
 
     async def _parse(self, raw: Any) -> BatchMessage:
-        """A batch of entries with their bodies as bytes and each entry's headers."""
+        """A batch of entries with their bodies as bytes and each entry's headers (an entry
+        written without FastStream's data field gets an empty body, which _decode refuses)."""
         message_format = self.broker.config.message_format
         bodies, headers = [], []
         for fields in raw["data"]:
@@ -236,6 +237,8 @@ class EventConsumer:
         """The event and its handler; None when there is nothing to run (no handler for its
         type, or undecodable: then it is dead-lettered)."""
         try:
+            if not entry.body:  # a serialized envelope is never empty: it has an id
+                raise DecodeError("the entry carries no event")
             envelope = EventEnvelope.FromString(entry.body)
             handler = self.handlers[stream].get(envelope.type)
             if handler is None:

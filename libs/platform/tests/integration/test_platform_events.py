@@ -479,3 +479,22 @@ async def test_a_redelivered_event_in_a_batch_is_a_duplicate_and_the_rest_apply(
     )
     assert _consumed("duplicate") == duplicates + 1
     await reader.broker.stop()
+
+
+async def test_an_entry_that_carries_no_event_is_dead_lettered(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    reader = consumer(RedisBroker(redis_url), engine, "r1", polling_ms=10)
+    await started(reader)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # written by something other than an outbox relay: no FastStream data field
+        await client.xadd(AUTH_EVENTS, {"user": "nobody"})
+        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        (letter,) = await DeadLetters(client, reader.broker).list(AUTH_EVENTS)
+        assert "carries no event" in letter.error
+        await wait_for(lambda: _pending_and_delivered(client, 1))
+        assert await effects(engine) == []
+    finally:
+        await reader.broker.stop()
+        await client.aclose()
