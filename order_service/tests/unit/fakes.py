@@ -89,8 +89,12 @@ class FakeOrderRepository(OrderRepository):
         assert self.table.get(order.id) is None
         self.table.put(order.id, order)
 
-    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
+    async def get(
+        self, order_id: str, *, for_update: bool = False, in_mode: SagaMode | None = None
+    ) -> Order | None:
         order = self.table.get(order_id)
+        if order is not None and in_mode is not None and order.saga_mode is not in_mode:
+            return None
         if order is not None:
             customer = self._customers.get(order.customer_id)
             order.customer_name = customer.full_name if customer is not None else ""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from order_service.adapters.orm import CustomerRow, OrderItemRow, OrderRow, PaymentRow
 from order_service.domain.model import (
@@ -28,8 +29,11 @@ class OrderRepository(abc.ABC):
         """Store a new order."""
 
     @abc.abstractmethod
-    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
-        """The order, or None; for_update locks it until the transaction ends."""
+    async def get(
+        self, order_id: str, *, for_update: bool = False, in_mode: SagaMode | None = None
+    ) -> Order | None:
+        """The order, or None; for_update locks it until the transaction ends. With in_mode,
+        None as well when the order was placed in another saga mode."""
 
     @abc.abstractmethod
     async def save(self, order: Order) -> None:
@@ -111,13 +115,21 @@ def _order(
 
 
 class SqlOrderRepository(OrderRepository):
-    """Orders in the service's SQL database (SQLite or PostgreSQL)."""
+    """Orders in the service's SQL database (SQLite or PostgreSQL).
+
+    The repository holds on to the rows it loaded or added for as long as its session lives:
+    the session's identity map keeps rows only while something references them, and without
+    these references saving an order would read its row (and its payments' ids) once more.
+    """
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._rows: dict[str, OrderRow] = {}
+        self._payment_ids: dict[str, set[str]] = {}
 
     async def add(self, order: Order) -> None:
-        self._session.add(_order_row(order))
+        row = _order_row(order)
+        self._session.add(row)
         # The order row goes first: SQLite checks the items' foreign keys as they are inserted.
         await self._session.flush()
         self._session.add_all(
@@ -132,42 +144,53 @@ class SqlOrderRepository(OrderRepository):
             for position, line in enumerate(order.lines)
         )
         self._session.add_all(_payment_row(payment) for payment in order.payments)
+        self._rows[order.id] = row
+        self._payment_ids[order.id] = {payment.id for payment in order.payments}
 
-    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
-        query = select(OrderRow).where(OrderRow.id == order_id)
+    async def get(
+        self, order_id: str, *, for_update: bool = False, in_mode: SagaMode | None = None
+    ) -> Order | None:
+        query = _with_customer_name().where(OrderRow.id == order_id)
+        if in_mode is not None:
+            query = query.where(OrderRow.saga_mode == in_mode.value)
         if for_update:
-            query = query.with_for_update()
-        row = (await self._session.exec(query)).first()
-        if row is None:
+            # the order's row only: PostgreSQL locks no row of a join's nullable side
+            query = query.with_for_update(of=OrderRow)
+        found = (await self._session.exec(query)).first()
+        if found is None:
             return None
-        orders = await self._assemble([row])
+        orders = await self._assemble([found])
         return orders[0]
 
     async def save(self, order: Order) -> None:
-        row = await self._session.get(OrderRow, order.id)
+        row = self._rows.get(order.id) or await self._session.get(OrderRow, order.id)
         if row is None:
             raise LookupError(f"order {order.id} was never added")
         row.status = order.status.value
         row.status_reason = order.status_reason
         row.update_time = order.update_time
         self._session.add(row)
-        stored = set(
-            (
-                await self._session.exec(
-                    select(PaymentRow.id).where(PaymentRow.order_id == order.id)
-                )
-            ).all()
-        )
-        self._session.add_all(_payment_row(p) for p in order.payments if p.id not in stored)
+        stored = self._payment_ids.get(order.id)
+        if stored is None:
+            stored = set(
+                (
+                    await self._session.exec(
+                        select(PaymentRow.id).where(PaymentRow.order_id == order.id)
+                    )
+                ).all()
+            )
+        new = [payment for payment in order.payments if payment.id not in stored]
+        self._session.add_all(_payment_row(payment) for payment in new)
+        self._payment_ids[order.id] = stored | {payment.id for payment in new}
 
     async def pending_of(self, customer_id: str) -> list[Order]:
-        query = select(OrderRow).where(
+        query = _with_customer_name().where(
             OrderRow.customer_id == customer_id, OrderRow.status == OrderStatus.PENDING.value
         )
         return await self._assemble((await self._session.exec(query)).all())
 
-    async def _assemble(self, rows: Sequence[OrderRow]) -> list[Order]:
-        ids = [row.id for row in rows]
+    async def _assemble(self, found: Sequence[tuple[OrderRow, str | None]]) -> list[Order]:
+        ids = [row.id for row, _ in found]
         if not ids:
             return []
         items = (
@@ -178,21 +201,22 @@ class SqlOrderRepository(OrderRepository):
         payments = (
             await self._session.exec(select(PaymentRow).where(col(PaymentRow.order_id).in_(ids)))
         ).all()
-        customer_ids = {row.customer_id for row in rows}
-        names = {
-            c.id: c.full_name
-            for c in (
-                await self._session.exec(
-                    select(CustomerRow).where(col(CustomerRow.id).in_(customer_ids))
-                )
-            ).all()
-        }
+        for row, _ in found:
+            self._rows[row.id] = row
+            self._payment_ids[row.id] = {p.id for p in payments if p.order_id == row.id}
         return [
             _order(
                 row,
                 [i for i in items if i.order_id == row.id],
                 [p for p in payments if p.order_id == row.id],
-                names.get(row.customer_id, ""),
+                name or "",
             )
-            for row in rows
+            for row, name in found
         ]
+
+
+def _with_customer_name() -> Select[OrderRow, str]:
+    """Orders with their customer's name from the snapshot (none yet: NULL)."""
+    return select(OrderRow, CustomerRow.full_name).join(
+        CustomerRow, col(CustomerRow.id) == col(OrderRow.customer_id), isouter=True
+    )

@@ -84,21 +84,41 @@ class SqlSagaRepository(SagaRepository):
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        # the rows loaded in this session: saving updates them instead of reading them again
+        # (the identity map alone keeps a row only while something references it)
+        self._rows: dict[str, SagaRow] = {}
 
     async def add(self, saga: Saga) -> None:
         self._session.info[SAGA_CHANGED] = True
-        self._session.add(_row(replace(saga, trace_parent=current_traceparent())))
+        row = _row(replace(saga, trace_parent=current_traceparent()))
+        self._session.add(row)
+        self._rows[saga.order_id] = row
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Saga | None:
         query = select(SagaRow).where(SagaRow.order_id == order_id)
         if for_update:
             query = query.with_for_update()
         row = (await self._session.exec(query)).first()
-        return _saga(row) if row is not None else None
+        if row is None:
+            return None
+        self._rows[order_id] = row
+        return _saga(row)
 
     async def save(self, saga: Saga) -> None:
         self._session.info[SAGA_CHANGED] = True
-        await self._session.merge(_row(saga))
+        row = self._rows.get(saga.order_id)
+        if row is None:
+            await self._session.merge(_row(saga))
+            return
+        # the saga's progress; its mode, creation and trace never change
+        row.step = saga.step.value
+        row.reason = saga.reason
+        row.attempts = saga.attempts
+        row.next_attempt_time = saga.next_attempt_time
+        row.last_error = saga.last_error
+        row.claimed_by = saga.claimed_by
+        row.update_time = saga.update_time
+        self._session.add(row)
 
     async def claim_due(
         self, *, worker: str, now: datetime, until: datetime, limit: int
@@ -114,6 +134,7 @@ class SqlSagaRepository(SagaRepository):
         )
         rows = (await self._session.exec(query)).all()
         for row in rows:
+            self._rows[row.order_id] = row
             saga = _saga(row)
             saga.claim(worker=worker, until=until, now=now)
             await self.save(saga)

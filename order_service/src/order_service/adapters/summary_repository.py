@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import json
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -82,26 +83,38 @@ def _with_names() -> Select[OrderSummaryRow, str]:
 class SqlSummaryRepository(SummaryRepository):
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        # what get() found in this session, a row or None: saving then writes without
+        # reading again (the identity map alone keeps a row only while it is referenced)
+        self._found: dict[str, OrderSummaryRow | None] = {}
 
     async def get(self, order_id: str) -> OrderSummary | None:
         found = (
             await self._session.exec(_with_names().where(col(OrderSummaryRow.order_id) == order_id))
         ).first()
+        self._found[order_id] = found[0] if found is not None else None
         return _summary(*found) if found is not None else None
 
     async def save(self, summary: OrderSummary) -> None:
-        await self._session.merge(
-            OrderSummaryRow(
-                order_id=summary.order_id,
-                customer_id=summary.customer_id,
-                status=summary.status.value,
-                status_reason=summary.status_reason,
-                lines=_lines_json(summary.lines),
-                total_cents=summary.total_cents,
-                create_time=summary.create_time,
-                update_time=summary.update_time,
-            )
-        )
+        values: dict[str, Any] = {
+            "customer_id": summary.customer_id,
+            "status": summary.status.value,
+            "status_reason": summary.status_reason,
+            "lines": _lines_json(summary.lines),
+            "total_cents": summary.total_cents,
+            "create_time": summary.create_time,
+            "update_time": summary.update_time,
+        }
+        if summary.order_id not in self._found:
+            await self._session.merge(OrderSummaryRow(order_id=summary.order_id, **values))
+            return
+        row = self._found[summary.order_id]
+        if row is None:
+            row = OrderSummaryRow(order_id=summary.order_id, **values)
+            self._found[summary.order_id] = row
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+        self._session.add(row)
 
     async def list_newest_first(
         self, *, customer_id: str | None, before_id: str | None, limit: int

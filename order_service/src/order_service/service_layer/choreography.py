@@ -14,8 +14,9 @@ from order_service.service_layer.unit_of_work import AbstractUnitOfWork
 
 
 async def _pending_choreographed(uow: AbstractUnitOfWork, order_id: str) -> Order | None:
-    order = await uow.orders.get(order_id, for_update=True)
-    if order is None or order.saga_mode is not SagaMode.CHOREOGRAPHY or not order.is_pending:
+    # orchestrated orders hear these events too: for them the lookup reads no more than a row
+    order = await uow.orders.get(order_id, for_update=True, in_mode=SagaMode.CHOREOGRAPHY)
+    if order is None or not order.is_pending:
         return None
     return order
 
