@@ -29,31 +29,37 @@ def _value(any_value) -> object:
     return getattr(any_value, field) if field else None
 
 
+def _decode(request) -> tuple[list[ReceivedSpan], list[dict[str, object]]]:
+    spans, resources = [], []
+    for resource_spans in request.resource_spans:
+        resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+        resources.append(resource)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    ReceivedSpan(
+                        service=str(resource.get("service.name", "")),
+                        name=span.name,
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex(),
+                        kind=span.kind,
+                        attributes={a.key: _value(a.value) for a in span.attributes},
+                        links=tuple(link.trace_id.hex() for link in span.links),
+                    )
+                )
+    return spans, resources
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
     def Export(self, request, context):
-        spans = []
-        for resource_spans in request.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    spans.append(
-                        ReceivedSpan(
-                            service=str(resource.get("service.name", "")),
-                            name=span.name,
-                            trace_id=span.trace_id.hex(),
-                            span_id=span.span_id.hex(),
-                            parent_span_id=span.parent_span_id.hex(),
-                            kind=span.kind,
-                            attributes={a.key: _value(a.value) for a in span.attributes},
-                            links=tuple(link.trace_id.hex() for link in span.links),
-                        )
-                    )
+        # kept as received, decoded when read: the receiver stands in for a collector on
+        # another machine, and should take as little as it can of this one's CPU
         with self._receiver.lock:
-            self._receiver.spans.extend(spans)
-            self._receiver.resources.append(resource)
+            self._receiver.requests.append(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -61,8 +67,10 @@ class OtlpReceiver:
     """Listens on 127.0.0.1:<port>; point OTEL_EXPORTER_OTLP_ENDPOINT at `endpoint`."""
 
     def __init__(self) -> None:
-        self.spans: list[ReceivedSpan] = []
-        self.resources: list[dict[str, object]] = []
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self._spans: list[ReceivedSpan] = []
+        self._resources: list[dict[str, object]] = []
+        self._decoded = 0  # how many of the requests _spans and _resources hold
         self.lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
@@ -79,9 +87,36 @@ class OtlpReceiver:
     def stop(self) -> None:
         self._server.stop(grace=1)
 
+    def _catch_up(self) -> None:
+        """Decode the requests that arrived since the last read (holding the lock)."""
+        for request in self.requests[self._decoded :]:
+            spans, resources = _decode(request)
+            self._spans.extend(spans)
+            self._resources.extend(resources)
+        self._decoded = len(self.requests)
+
     def snapshot(self) -> list[ReceivedSpan]:
         with self.lock:
-            return list(self.spans)
+            self._catch_up()
+            return list(self._spans)
+
+    @property
+    def resources(self) -> list[dict[str, object]]:
+        """The resource attributes of every batch of spans received."""
+        with self.lock:
+            self._catch_up()
+            return list(self._resources)
+
+    def span_count(self) -> int:
+        """How many spans arrived, without decoding them."""
+        with self.lock:
+            requests = list(self.requests)
+        return sum(
+            len(scope.spans)
+            for request in requests
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+        )
 
     def wait_for(self, predicate, timeout: float = 20.0) -> list[ReceivedSpan]:
         """Wait until predicate(spans) is true; returns the spans then."""

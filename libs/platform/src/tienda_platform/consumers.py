@@ -47,7 +47,7 @@ from sqlmodel import Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import dead_letter_stream
 
-from tienda_platform.database import PlatformTable
+from tienda_platform.database import PlatformTable, new_row
 from tienda_platform.events import EventEnvelope, UnknownEvent, payload_of
 from tienda_platform.telemetry import tracer, tracing_configured
 
@@ -340,7 +340,8 @@ class EventConsumer:
             async with self._sessions() as session, session.begin():
                 await handler(session, envelope, payload)
                 session.add(
-                    ProcessedEvent(
+                    new_row(
+                        ProcessedEvent,
                         consumer_group=self.group,
                         event_id=envelope.id,
                         processed_time=datetime.now(UTC),

@@ -24,7 +24,7 @@ from sqlmodel import Field, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tienda_platform.aio import wait_for_event
-from tienda_platform.database import PlatformTable, is_sqlite
+from tienda_platform.database import PlatformTable, is_sqlite, new_row
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
 from tienda_platform.telemetry import tracer, tracing_configured
 
@@ -75,7 +75,8 @@ def record_event(
         event_type=event_type, source=source, subject=subject, payload=payload
     )
     session.add(
-        _outbox_row(
+        new_row(
+            OutboxEvent,
             id=envelope.id,
             event_type=event_type,
             stream=stream_of(event_type),
@@ -85,15 +86,6 @@ def record_event(
         )
     )
     return envelope
-
-
-def _outbox_row(**values: Any) -> OutboxEvent:
-    """A new OutboxEvent built through SQLAlchemy's instrumentation alone: every command
-    writes these rows, and SQLModel's validating constructor costs ten times as much as
-    setting the values the INSERT reads (they are ours, not input to validate)."""
-    row: OutboxEvent = OutboxEvent._sa_class_manager.new_instance()  # type: ignore[attr-defined]
-    row.__dict__.update(values)
-    return row
 
 
 class OutboxRelay:
