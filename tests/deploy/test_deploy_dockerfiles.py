@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from tienda_devstack.stack import Stack
+from tienda_platform.redis_server import free_port as pick_free_port
 
 pytestmark = pytest.mark.contract
 
@@ -271,9 +271,7 @@ def test_build_tools_subset_holds_hatchling_and_its_dependencies() -> None:
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return pick_free_port()
 
 
 def run_healthcheck(folder: str, port: int) -> int:

@@ -3,7 +3,6 @@ and PromQL finds the RED, outbox and saga series."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ import yaml
 from debian_tools import debian_tool
 from e2e_support import User, create_product, place_order
 from tienda_devstack.stack import Stack
+from tienda_platform.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -52,9 +52,7 @@ def scrape_config_for(stack: Stack) -> dict:
 def prometheus(stack: Stack, tmp_path: Path) -> Iterator[str]:
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(scrape_config_for(stack)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = (tmp_path / "prometheus.log").open("wb")
     process = subprocess.Popen(
         [

@@ -7,7 +7,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from tienda_platform.redis_server import EmbeddedRedis
+from tienda_platform.redis_server import EmbeddedRedis, free_port
 
 SERVICES = ("auth_service", "product_service", "order_service", "gateway")
 DEFAULT_ADMIN_EMAIL = "admin@tienda.local"
@@ -36,15 +35,11 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        """Seven ports that are free on the loopback interface right now."""
-        sockets = [socket.socket() for _ in range(7)]
-        try:
-            for s in sockets:
-                s.bind(("127.0.0.1", 0))
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for s in sockets:
-                s.close()
+        """Seven different ports that are free on the loopback interface right now."""
+        ports: list[int] = []
+        while len(ports) < 7:
+            ports.append(free_port(avoid=ports))
+        return cls(*ports)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:

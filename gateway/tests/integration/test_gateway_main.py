@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 from tienda_devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tienda_platform.redis_server import free_port
 
 from .upstream_fakes import MUG_ID, Upstream
 
 pytestmark = pytest.mark.integration
 
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

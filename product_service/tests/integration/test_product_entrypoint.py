@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from product.v1 import product_pb2, product_pb2_grpc
 from product_service.entrypoints.grpc_servicer import SERVICE_NAME
 from product_service.service_layer.demo_catalogue import DEMO_PRODUCTS
 from tienda_platform.database import create_engine
+from tienda_platform.redis_server import free_port
 
 from .product_streams import all_sent, stream_events, wait_for
 
@@ -29,9 +29,7 @@ START_TIMEOUT = 60
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()
 
 
 def _environment(

