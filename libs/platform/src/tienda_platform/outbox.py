@@ -24,7 +24,7 @@ from sqlmodel import Field, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tienda_platform.aio import wait_for_event
-from tienda_platform.database import PlatformTable, is_sqlite, new_row
+from tienda_platform.database import PlatformTable, is_sqlite, new_row, session_factory
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
 from tienda_platform.telemetry import tracer, tracing_configured
 
@@ -103,6 +103,8 @@ class OutboxRelay:
     ) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._read_sessions = session_factory(engine, read_only=True)
+        self._sqlite = is_sqlite(str(engine.url))
         self._broker = broker
         self._batch_size = batch_size
         self._idle = idle_seconds
@@ -138,42 +140,66 @@ class OutboxRelay:
                 await wait_for_event(self._wake, self._idle)
 
     async def publish_batch(self) -> int:
-        """Publish one batch of unsent events in order; returns how many were sent."""
+        """Publish one batch of unsent events in order; returns how many were sent.
+
+        On PostgreSQL the batch's rows stay locked (FOR UPDATE SKIP LOCKED) from the read to
+        the mark, so that replicas relay different rows. SQLite has one write lock for the
+        whole database: the relay reads without it, publishes, and takes it only to mark the
+        rows sent, so commands and consumers are not held up for a Redis round trip. (Two
+        relays on one SQLite file could then both publish a row: at least once, as always.)
+        """
         table = OutboxEvent.__table__  # type: ignore[attr-defined]
-        async with self._sessions() as session, session.begin():
-            query = (
-                sa.select(table.c.id, table.c.event_type, table.c.stream, table.c.envelope)
-                .add_columns(table.c.create_time)
-                .where(table.c.published_time.is_(None))
-                .order_by(table.c.create_time, table.c.id)
-                .limit(self._batch_size)
-            )
-            if not is_sqlite(str(self._engine.url)):
-                query = query.with_for_update(skip_locked=True)
-            rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
-            await self._refresh_backlog(session, rows)
+        query = (
+            sa.select(table.c.id, table.c.event_type, table.c.stream, table.c.envelope)
+            .add_columns(table.c.create_time)
+            .where(table.c.published_time.is_(None))
+            .order_by(table.c.create_time, table.c.id)
+            .limit(self._batch_size)
+        )
+        if self._sqlite:
+            async with self._read_sessions() as session, session.begin():
+                rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
+                await self._refresh_backlog(session, rows)
             if not rows:
                 return 0
-            client = await self._broker.connect()
-            async with client.pipeline(transaction=False) as pipe:
-                for event_id, event_type, stream, body, _ in rows:
-                    with self._publish_span(event_id, event_type, stream, body):
-                        await self._broker.publish(
-                            body,
-                            stream=stream,
-                            headers={"event-type": event_type, "event-id": event_id},
-                            correlation_id=event_id,
-                            pipeline=pipe,
-                        )
-                await pipe.execute()
-            await session.exec(
-                sa.update(table)
-                .where(table.c.id.in_([row[0] for row in rows]))
-                .values(published_time=datetime.now(UTC))
-            )
+            await self._publish(rows)
+            async with self._sessions() as session, session.begin():
+                await self._mark_published(session, rows)
+        else:
+            async with self._sessions() as session, session.begin():
+                query = query.with_for_update(skip_locked=True)
+                rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
+                await self._refresh_backlog(session, rows)
+                if not rows:
+                    return 0
+                await self._publish(rows)
+                await self._mark_published(session, rows)
         for _, event_type, stream, _, _ in rows:
             EVENTS_PUBLISHED.labels(stream, event_type).inc()
         return len(rows)
+
+    async def _publish(self, rows: list[Any]) -> None:
+        """XADD every row's envelope to its stream through FastStream, in one round trip."""
+        client = await self._broker.connect()
+        async with client.pipeline(transaction=False) as pipe:
+            for event_id, event_type, stream, body, _ in rows:
+                with self._publish_span(event_id, event_type, stream, body):
+                    await self._broker.publish(
+                        body,
+                        stream=stream,
+                        headers={"event-type": event_type, "event-id": event_id},
+                        correlation_id=event_id,
+                        pipeline=pipe,
+                    )
+            await pipe.execute()
+
+    async def _mark_published(self, session: AsyncSession, rows: list[Any]) -> None:
+        table = OutboxEvent.__table__  # type: ignore[attr-defined]
+        await session.exec(
+            sa.update(table)
+            .where(table.c.id.in_([row[0] for row in rows]))
+            .values(published_time=datetime.now(UTC))
+        )
 
     @contextlib.contextmanager
     def _publish_span(

@@ -119,6 +119,48 @@ async def _count(engine: AsyncEngine, n: int) -> bool:
     return len(await effects(engine)) == n
 
 
+class _ObservedRelay(OutboxRelay):
+    """The real relay, telling when it has begun to publish a batch."""
+
+    def __init__(self, **options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**options)
+        self.publishing = asyncio.Event()
+
+    async def _publish(self, rows):  # type: ignore[no-untyped-def]
+        self.publishing.set()
+        await super()._publish(rows)
+
+
+async def test_commands_commit_while_the_relay_waits_for_redis_on_sqlite(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    # SQLite has one write lock: a relay that held it across its Redis round trip would stall
+    # every command and consumer of the service for as long as Redis takes to answer
+    await write_events(engine, ["a", "b"])
+    relay = _ObservedRelay(engine=engine, broker=RedisBroker(redis_url))
+    await relay._broker.connect()
+    admin = redis.Redis.from_url(redis_url)
+    await admin.execute_command("CLIENT", "PAUSE", "20000", "WRITE")
+    try:
+        publishing = asyncio.create_task(relay.publish_batch())
+        await asyncio.wait_for(relay.publishing.wait(), timeout=10)
+        # the XADDs wait for Redis; meanwhile another transaction writes and commits
+        await asyncio.wait_for(write_events(engine, ["c"]), timeout=5)
+        assert not publishing.done()
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+    assert await asyncio.wait_for(publishing, timeout=10) == 2
+    async with session_factory(engine)() as session:
+        unsent = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(OutboxEvent)
+            .where(sa.column("published_time").is_(None))
+        )
+    assert unsent == 1  # c, written while a and b were being published
+    await relay._broker.stop()
+
+
 async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
     tmp_path: Path, engine: AsyncEngine
 ) -> None:
