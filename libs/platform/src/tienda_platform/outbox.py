@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,8 +146,9 @@ class OutboxRelay:
         On PostgreSQL the batch's rows stay locked (FOR UPDATE SKIP LOCKED) from the read to
         the mark, so that replicas relay different rows. SQLite has one write lock for the
         whole database: the relay reads without it, publishes, and takes it only to mark the
-        rows sent, so commands and consumers are not held up for a Redis round trip. (Two
-        relays on one SQLite file could then both publish a row: at least once, as always.)
+        rows sent, so commands and consumers are not held up for a Redis round trip; relays
+        of replicas sharing the file take turns by a lock on a file beside it, so that no row
+        is published twice.
         """
         table = OutboxEvent.__table__  # type: ignore[attr-defined]
         query = (
@@ -157,14 +159,17 @@ class OutboxRelay:
             .limit(self._batch_size)
         )
         if self._sqlite:
-            async with self._read_sessions() as session, session.begin():
-                rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
-                await self._refresh_backlog(session, rows)
-            if not rows:
-                return 0
-            await self._publish(rows)
-            async with self._sessions() as session, session.begin():
-                await self._mark_published(session, rows)
+            with self._sqlite_relay_lock() as ours:
+                if not ours:
+                    return 0  # another relay on this database file is at work
+                async with self._read_sessions() as session, session.begin():
+                    rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
+                    await self._refresh_backlog(session, rows)
+                if not rows:
+                    return 0
+                await self._publish(rows)
+                async with self._sessions() as session, session.begin():
+                    await self._mark_published(session, rows)
         else:
             async with self._sessions() as session, session.begin():
                 query = query.with_for_update(skip_locked=True)
@@ -192,6 +197,23 @@ class OutboxRelay:
                         pipeline=pipe,
                     )
             await pipe.execute()
+
+    @contextlib.contextmanager
+    def _sqlite_relay_lock(self) -> Iterator[bool]:
+        """Whether this relay may relay now: an exclusive flock on `<database>.relay-lock`,
+        held for one batch (the kernel drops it if the process dies). An in-memory
+        database belongs to one process: always."""
+        database = self._engine.url.database
+        if not database or database == ":memory:":
+            yield True
+            return
+        with open(f"{database}.relay-lock", "a+b") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True  # closing the file releases the lock
 
     async def _mark_published(self, session: AsyncSession, rows: list[Any]) -> None:
         table = OutboxEvent.__table__  # type: ignore[attr-defined]

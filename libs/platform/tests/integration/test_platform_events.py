@@ -161,6 +161,52 @@ async def test_commands_commit_while_the_relay_waits_for_redis_on_sqlite(
     await relay._broker.stop()
 
 
+async def test_two_relays_on_one_sqlite_file_publish_each_event_once(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    await client.delete(AUTH_EVENTS)
+    written = await write_events(engine, [f"u{i}" for i in range(120)])
+    # two replicas of a service, each with its own engine and relay, on the same file
+    other_engine = create_engine(str(engine.url))
+    relays = [
+        OutboxRelay(engine=e, broker=RedisBroker(redis_url), batch_size=10)
+        for e in (engine, other_engine)
+    ]
+
+    async def relay_until_sent(relay: OutboxRelay) -> None:
+        while await _unsent(engine):
+            await relay.publish_batch()
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(relay_until_sent(relay) for relay in relays)), timeout=30
+        )
+        message_format = relays[0]._broker.config.message_format
+        published = [
+            EventEnvelope.FromString(message_format.parse(fields[b"__data__"])[0]).id
+            for _, fields in await client.xrange(AUTH_EVENTS)
+        ]
+        assert sorted(published) == sorted(e.id for e in written)
+    finally:
+        await other_engine.dispose()
+        for relay in relays:
+            await relay._broker.stop()
+        await client.delete(AUTH_EVENTS)
+        await client.aclose()
+
+
+async def _unsent(engine: AsyncEngine) -> int:
+    async with session_factory(engine)() as session:
+        count = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(OutboxEvent)
+            .where(sa.column("published_time").is_(None))
+        )
+    return int(count or 0)
+
+
 async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
     tmp_path: Path, engine: AsyncEngine
 ) -> None:
