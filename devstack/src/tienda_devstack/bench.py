@@ -26,7 +26,7 @@ from product.v1 import product_pb2, product_pb2_grpc
 from tienda_platform.redis_server import EmbeddedRedis
 
 from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
-from tienda_devstack.bench_orders import run_orders
+from tienda_devstack.bench_orders import OrderRun, run_orders
 from tienda_devstack.loadgen import LoadResult, closed_loop, http_get_worker
 from tienda_devstack.otlp_receiver import OtlpReceiver
 from tienda_devstack.stack import Ports, Stack, cpu_seconds, resident_memory_bytes
@@ -137,18 +137,30 @@ def section_events(tmp: Path) -> None:
             )
 
 
-def order_figures(stack: Stack, label: str) -> float:
-    token = admin_token(stack)
-    product_id = create_product(stack, token, stock=1_000_000)
-    asyncio.run(run_orders(stack, token=token, product_id=product_id, count=50, rate=None))
+def max_order_run(
+    stack: Stack, token: str, product_id: str, count: int
+) -> tuple[OrderRun, dict[str, float]]:
+    """Orders placed as fast as 32 clients can, and each process's CPU per order (ms)."""
     pids = {name: process.pid for name, process in stack.processes.items()}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    peak = asyncio.run(
-        run_orders(stack, token=token, product_id=product_id, count=ORDERS, rate=None)
-    )
+    run = asyncio.run(run_orders(stack, token=token, product_id=product_id, count=count, rate=None))
     cpu_per_order = {
-        name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / ORDERS for name, pid in pids.items()
+        name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / count for name, pid in pids.items()
     }
+    return run, cpu_per_order
+
+
+def warmed_up(stack: Stack, warm_up: int) -> tuple[str, str]:
+    """An admin token and a product with ample stock, after warm_up orders of it."""
+    token = admin_token(stack)
+    product_id = create_product(stack, token, stock=1_000_000)
+    asyncio.run(run_orders(stack, token=token, product_id=product_id, count=warm_up, rate=None))
+    return token, product_id
+
+
+def order_figures(stack: Stack, label: str) -> float:
+    token, product_id = warmed_up(stack, 50)
+    peak, cpu_per_order = max_order_run(stack, token, product_id, ORDERS)
     paced = asyncio.run(
         run_orders(stack, token=token, product_id=product_id, count=ORDERS, rate=100)
     )
@@ -175,18 +187,6 @@ def section_orders(tmp: Path) -> None:
     print("  (targets: >= 200 orders/s; p99 < 250 ms at 100 orders/s)")
 
 
-def max_order_run(stack: Stack, count: int) -> tuple[float, float]:
-    """Orders per second placed as fast as 32 clients can, and the stack's CPU per order (ms)."""
-    token = admin_token(stack)
-    product_id = create_product(stack, token, stock=1_000_000)
-    asyncio.run(run_orders(stack, token=token, product_id=product_id, count=30, rate=None))
-    pids = stack.pids()
-    cpu_before = sum(cpu_seconds(pid) for pid in pids)
-    run = asyncio.run(run_orders(stack, token=token, product_id=product_id, count=count, rate=None))
-    cpu = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000 / count
-    return run.throughput, cpu
-
-
 def section_tracing(tmp: Path) -> None:
     """Runs alternate off, on, on, off: a drift of the machine's speed during the section
     weighs on both sides alike, and each side's figure is the mean of two runs."""
@@ -205,13 +205,13 @@ def section_tracing(tmp: Path) -> None:
             data_dir = tmp / f"tracing-{run}"
             stack, _ = timed_start(data_dir, Ports.free(), environments[label])
             try:
-                orders_per_second, cpu_ms = max_order_run(stack, TRACING_ORDERS)
+                peak, cpu_per_order = max_order_run(stack, *warmed_up(stack, 30), TRACING_ORDERS)
             finally:
                 stack.stop()
-            throughput[label].append(orders_per_second)
+            throughput[label].append(peak.throughput)
             print(
-                f"  {label:<12} run {run + 1}  max {orders_per_second:6.1f} orders/s"
-                f"  CPU per order {cpu_ms:5.0f} ms (whole stack)"
+                f"  {label:<12} run {run + 1}  max {peak.throughput:6.1f} orders/s"
+                f"  CPU per order {sum(cpu_per_order.values()):5.0f} ms (the services)"
             )
     finally:
         receiver.stop()
