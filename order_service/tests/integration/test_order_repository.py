@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from order_service.domain.customers import Customer
@@ -15,7 +17,11 @@ from order_service.domain.model import (
     PaymentStatus,
     SagaMode,
 )
+from order_service.domain.saga import Saga, SagaStep
+from order_service.domain.summary import OrderSummary
 from order_service.service_layer.unit_of_work import SqlUnitOfWork
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tienda_platform.ids import new_id
 
 pytestmark = pytest.mark.integration
@@ -120,3 +126,77 @@ async def test_pending_orders_of_a_customer_with_their_name_and_saga_mode(
     assert {o.customer_name for o in found} == {"Alice Liddell"}
     loaded = await get(uow_factory, choreographed.id)
     assert loaded is not None and loaded.saga_mode is SagaMode.CHOREOGRAPHY
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements the engine runs inside the block."""
+    ran: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        ran.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield ran
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_saving_what_was_loaded_reads_nothing_again(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    order = new_order()
+    await add(uow_factory, order)
+    async with uow_factory() as uow:
+        await uow.sagas.add(
+            Saga.start(order_id=order.id, mode=order.saga_mode, step=SagaStep.RESERVE, now=T0)
+        )
+        summary = await uow.summaries.get(order.id)
+        assert summary is None
+        await uow.summaries.save(
+            OrderSummary(order.id, order.customer_id, OrderStatus.PENDING, "", 100, T0, T0)
+        )
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        loaded = await uow.orders.get(order.id, for_update=True)
+        saga = await uow.sagas.get(order.id, for_update=True)
+        summary = await uow.summaries.get(order.id)
+        assert loaded is not None and saga is not None and summary is not None
+        loaded.record_payment(
+            Payment(new_id(), order.id, PaymentStatus.APPROVED, order.total_cents, "ch_1", T0)
+        )
+        loaded.confirm(now=T0 + timedelta(seconds=1))
+        saga.advance(SagaStep.DONE, now=T0 + timedelta(seconds=1))
+        summary.move_to(OrderStatus.CONFIRMED, reason="", at=T0 + timedelta(seconds=1))
+        with statements(engine) as ran:
+            await uow.orders.save(loaded)
+            await uow.sagas.save(saga)
+            await uow.summaries.save(summary)
+            await uow.commit()
+    # the rows loaded above are written back: an order, a saga, a summary and a payment
+    assert "SELECT" not in ran
+    assert sorted(s for s in ran if s in ("INSERT", "UPDATE")) == ["INSERT"] + ["UPDATE"] * 3
+
+    async with uow_factory() as uow:
+        stored_saga = await uow.sagas.get(order.id)
+        stored_summary = await uow.summaries.get(order.id)
+    stored = await get(uow_factory, order.id)
+    assert stored is not None and stored.status is OrderStatus.CONFIRMED
+    assert len(stored.payments) == 1
+    assert stored_saga is not None and stored_saga.step is SagaStep.DONE
+    assert stored_summary is not None and stored_summary.status is OrderStatus.CONFIRMED
+
+
+async def test_an_order_asked_for_in_another_saga_mode_is_not_found(
+    uow_factory: UowFactory,
+) -> None:
+    orchestrated = new_order()
+    await add(uow_factory, orchestrated)
+    async with uow_factory() as uow:
+        assert await uow.orders.get(orchestrated.id, in_mode=SagaMode.CHOREOGRAPHY) is None
+        found = await uow.orders.get(
+            orchestrated.id, for_update=True, in_mode=SagaMode.ORCHESTRATION
+        )
+    assert found == orchestrated
