@@ -7,8 +7,8 @@
 - events: outbox insert to consumer commit, versus raw XADD + XREADGROUP/XACK (target >= 0.15)
 - orders: completed orders per second through REST until terminal, and the time to the
   terminal state at 100 orders/s, in both saga modes (targets 200 orders/s, p99 < 250 ms)
-- tracing: order throughput with tracing exported over OTLP versus OTEL_SDK_DISABLED=true,
-  same run, two runs each, alternated (target: keeps >= 85%)
+- tracing: order throughput with every trace, and one trace in ten, exported over OTLP,
+  versus OTEL_SDK_DISABLED=true, same run, bursts taken in turn (target: keeps >= 85%)
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from tienda_devstack.stack import Ports, Stack, cpu_seconds, resident_memory_byt
 CONCURRENCY = 16
 SECONDS = 5.0
 ORDERS = 300
-TRACING_ORDERS = 200
+TRACING_ROUNDS = 3
+TRACING_ORDERS = 100
 
 
 def admin_token(stack: Stack) -> str:
@@ -188,39 +189,89 @@ def section_orders(tmp: Path) -> None:
 
 
 def section_tracing(tmp: Path) -> None:
-    """Runs alternate off, on, on, off: a drift of the machine's speed during the section
-    weighs on both sides alike, and each side's figure is the mean of two runs."""
-    print("\ntracing on (OTLP export to a local receiver) versus off, orchestration:")
+    """Three stacks side by side: tracing off (OTEL_SDK_DISABLED=true), every trace exported
+    over OTLP, and one trace in ten (parentbased_traceidratio 0.1, as production would run).
+    Bursts of orders go to each in turn while the others idle, in an order that rotates each
+    round, so a drift of the machine's speed weighs on all three alike. A burst's CPU is
+    counted until its last span has reached the receiver."""
+    print(
+        f"\ntracing versus off, orchestration, {TRACING_ROUNDS} rounds of"
+        f" {TRACING_ORDERS} orders per stack:"
+    )
     receiver = OtlpReceiver().start()
+    exporting = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        # spans leave within half a second, so that each burst's export is counted with it
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }
     environments = {
         "tracing off": {"OTEL_SDK_DISABLED": "true"},
-        "tracing on": {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "every trace": exporting,
+        "1 trace in 10": {
+            **exporting,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
         },
     }
-    throughput: dict[str, list[float]] = {label: [] for label in environments}
+    labels = list(environments)
+    throughput: dict[str, list[float]] = {label: [] for label in labels}
+    cpu: dict[str, list[float]] = {label: [] for label in labels}
+    stacks: dict[str, Stack] = {}
     try:
-        for run, label in enumerate(("tracing off", "tracing on", "tracing on", "tracing off")):
-            data_dir = tmp / f"tracing-{run}"
-            stack, _ = timed_start(data_dir, Ports.free(), environments[label])
-            try:
-                peak, cpu_per_order = max_order_run(stack, *warmed_up(stack, 30), TRACING_ORDERS)
-            finally:
-                stack.stop()
-            throughput[label].append(peak.throughput)
-            print(
-                f"  {label:<12} run {run + 1}  max {peak.throughput:6.1f} orders/s"
-                f"  CPU per order {sum(cpu_per_order.values()):5.0f} ms (the services)"
+        for number, label in enumerate(labels):
+            stacks[label], _ = timed_start(
+                tmp / f"tracing-{number}", Ports.free(), environments[label]
             )
+        ready = {label: warmed_up(stack, 30) for label, stack in stacks.items()}
+        _spans_settled(receiver)
+        for round_ in range(TRACING_ROUNDS):
+            for label in labels[round_ % 3 :] + labels[: round_ % 3]:
+                pids = [process.pid for process in stacks[label].processes.values()]
+                cpu_before = sum(cpu_seconds(pid) for pid in pids)
+                run = asyncio.run(
+                    run_orders(
+                        stacks[label],
+                        token=ready[label][0],
+                        product_id=ready[label][1],
+                        count=TRACING_ORDERS,
+                        rate=None,
+                    )
+                )
+                _spans_settled(receiver)
+                per_order = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000
+                throughput[label].append(run.throughput)
+                cpu[label].append(per_order / TRACING_ORDERS)
+                print(
+                    f"  round {round_ + 1}  {label:<14} {run.throughput:6.1f} orders/s"
+                    f"  CPU per order {per_order / TRACING_ORDERS:5.0f} ms (the services)"
+                )
     finally:
+        for stack in stacks.values():
+            stack.stop()
         receiver.stop()
-    on, off = (statistics.fmean(throughput[label]) for label in ("tracing on", "tracing off"))
+    off = statistics.fmean(throughput["tracing off"])
+    off_cpu = statistics.fmean(cpu["tracing off"])
+    for label in labels[1:]:
+        on = statistics.fmean(throughput[label])
+        print(
+            f"  kept with {label:<14} {on / off:4.0%} (mean {on:.1f} of {off:.1f} orders/s;"
+            f" CPU per order {statistics.fmean(cpu[label]) / off_cpu:.2f} x)"
+        )
     print(
-        f"  kept with tracing on: {on / off:.0%} (mean {on:.1f} of {off:.1f} orders/s)"
-        f"  (target >= 85%; Prometheus metrics are on in all runs; "
+        f"  (target >= 85%; Prometheus metrics are on in all three; "
         f"{receiver.span_count()} spans received)"
     )
+
+
+def _spans_settled(receiver: OtlpReceiver, quiet: float = 1.0, timeout: float = 60.0) -> None:
+    """Wait until no span has arrived for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    count, since = receiver.span_count(), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if (now := receiver.span_count()) != count:
+            count, since = now, time.monotonic()
 
 
 def machine_reference() -> float:

@@ -19,11 +19,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_ON,
+    DEFAULT_ON,
     Decision,
-    ParentBased,
     Sampler,
     SamplingResult,
+    _get_from_env_or_default,  # the SDK's reading of OTEL_TRACES_SAMPLER(_ARG)
 )
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
@@ -65,10 +65,7 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
             "deployment.environment": environment,
         }
     )
-    # OTEL_TRACES_SAMPLER, when set, chooses the sampler as usual; by default background noise
-    # is left out (see QuietSampler)
-    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else QuietSampler()
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    provider = TracerProvider(resource=resource, sampler=configured_sampler())
     if exporting():
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -79,8 +76,16 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
     RedisInstrumentor().instrument()
 
 
+def configured_sampler() -> Sampler:
+    """OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose which traces are kept, as usual
+    (every trace by default; `parentbased_traceidratio` with 0.1 keeps one in ten, whole);
+    background noise is left out whichever they choose (see QuietSampler)."""
+    return QuietSampler(_get_from_env_or_default())
+
+
 class QuietSampler(Sampler):
-    """Always on, as the parent decides, except for two kinds of client span that are noise.
+    """The sampler the standard variables choose (by default every trace, whole), except for
+    three kinds of span that are noise, each dropped with what runs under it.
 
     - A client call outside any trace: the background jobs' polling (consumers' XREADGROUP
       and XAUTOCLAIM every 100 ms, the outbox relay's and the saga worker's look for work).
@@ -88,10 +93,14 @@ class QuietSampler(Sampler):
       as much as the traced work; the work they find starts or continues a trace of its own.
     - SQLAlchemy's `connect`, which it records for every checkout from the connection pool,
       not only when a connection is made.
+    - FastStream's root span for a batch read from a stream (`<stream> create`, a consumer
+      span of no trace) and its `process` child, with the batch's XACK under it: each event
+      of the batch gets a `<stream> handle <type>` span of its own, in the trace of the
+      request that caused the event, and the batch's span would only open a trace of noise.
     """
 
-    def __init__(self) -> None:
-        self._parent_based = ParentBased(ALWAYS_ON)
+    def __init__(self, inner: Sampler = DEFAULT_ON) -> None:
+        self._inner = inner
 
     def should_sample(
         self,
@@ -103,17 +112,20 @@ class QuietSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        if kind is SpanKind.CLIENT and (
-            name == "connect"
-            or not trace.get_current_span(parent_context).get_span_context().is_valid
-        ):
-            return SamplingResult(Decision.DROP)
-        return self._parent_based.should_sample(
+        if kind is SpanKind.CLIENT or kind is SpanKind.CONSUMER:
+            outside_any_trace = (
+                not trace.get_current_span(parent_context).get_span_context().is_valid
+            )
+            if kind is SpanKind.CLIENT and (name == "connect" or outside_any_trace):
+                return SamplingResult(Decision.DROP)
+            if kind is SpanKind.CONSUMER and outside_any_trace and name.endswith(" create"):
+                return SamplingResult(Decision.DROP)
+        return self._inner.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
-        return "QuietSampler{ParentBased{AlwaysOn}}"
+        return f"QuietSampler{{{self._inner.get_description()}}}"
 
 
 def instrument_engine(engine: Any) -> None:

@@ -1,13 +1,17 @@
-"""The default sampler keeps traces whole and leaves out background polling."""
+"""The sampler keeps traces whole and leaves out background noise."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
-from tienda_platform.telemetry import QuietSampler
+from tienda_platform.telemetry import QuietSampler, configured_sampler
 
 pytestmark = pytest.mark.unit
 
@@ -40,3 +44,82 @@ def test_client_calls_outside_a_trace_and_pool_checkouts_are_left_out() -> None:
         "POST /v1/orders",
         "outbox relay order.created",
     ]
+
+
+def test_a_batch_read_from_a_stream_opens_no_trace_of_its_own() -> None:
+    """FastStream's spans for a batch (a root `create`, its `process`, the XACK under it)
+    are left out; each event's own span, in its request's trace, is kept."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=QuietSampler())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    batch = tracer.start_span("tienda.order.events create", kind=SpanKind.CONSUMER)
+    batch.end()
+    with (
+        tracer.start_as_current_span(
+            "tienda.order.events process",
+            context=trace.set_span_in_context(batch),
+            kind=SpanKind.CONSUMER,
+        ),
+        tracer.start_as_current_span("XACK", kind=SpanKind.CLIENT),
+    ):
+        pass
+    with tracer.start_as_current_span("outbox relay order.created", kind=SpanKind.PRODUCER):
+        # a message created inside a trace keeps FastStream's create span
+        with tracer.start_as_current_span("tienda.order.events create", kind=SpanKind.PRODUCER):
+            pass
+        with tracer.start_as_current_span(
+            "tienda.order.events handle order.created", kind=SpanKind.CONSUMER
+        ):
+            pass
+
+    assert sorted(s.name for s in exporter.get_finished_spans()) == [
+        "outbox relay order.created",
+        "tienda.order.events create",
+        "tienda.order.events handle order.created",
+    ]
+
+
+class SeededIds(IdGenerator):
+    """Random ids, the same in every run."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(7)
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64)
+
+    def generate_trace_id(self) -> int:
+        return self._random.getrandbits(128)
+
+
+def test_the_standard_variables_choose_the_share_of_traces_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=configured_sampler(), id_generator=SeededIds())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    for _ in range(2000):
+        with (
+            tracer.start_as_current_span("POST /v1/orders", kind=SpanKind.SERVER),
+            tracer.start_as_current_span("INSERT order.db", kind=SpanKind.CLIENT),
+        ):
+            pass
+        with tracer.start_as_current_span("XREADGROUP", kind=SpanKind.CLIENT):
+            pass  # noise is still left out
+
+    spans = exporter.get_finished_spans()
+    requests = [s for s in spans if s.name == "POST /v1/orders"]
+    # a ratio sampler keeps the trace ids below a bound: about 25% of them
+    assert 450 <= len(requests) <= 550
+    # traces are kept whole: each kept request has its statement, and nothing else is kept
+    statements = [s for s in spans if s.name == "INSERT order.db"]
+    assert {s.parent.span_id for s in statements if s.parent} == {
+        r.context.span_id for r in requests
+    }
+    assert len(spans) == 2 * len(requests)
