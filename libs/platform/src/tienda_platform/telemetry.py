@@ -129,25 +129,43 @@ class QuietSampler(Sampler):
 
 
 def instrument_engine(engine: Any) -> None:
-    """Spans for the statements of this SQLAlchemy engine."""
+    """Spans for the statements of this SQLAlchemy engine.
+
+    The instrumentation's EngineTracer is attached to the engine directly:
+    SQLAlchemyInstrumentor().instrument() would attach it to the first engine of a process
+    only, and would also wrap create_engine and Engine.connect process-wide, for a `connect`
+    span at every checkout from the pool (noise that QuietSampler drops, made all the same).
+    """
     if not _configured:
         return
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import __name__ as scope
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__
+    from opentelemetry.metrics import get_meter
+    from opentelemetry.semconv.metrics import MetricInstruments
 
-    # the instrumentation works with SQLAlchemy 2.1 but its version check stops at 2.0
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+    connections = get_meter(scope, __version__).create_up_down_counter(
+        name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE,
+        unit="connections",
+        description="The number of connections that are currently in state described by the "
+        "state attribute.",
+    )
+    EngineTracer(trace.get_tracer(scope, __version__), engine.sync_engine, connections)
+
+
+def _traced(details: Any) -> bool:
+    """Probes and reflection are not traced: they are noise in Jaeger, and the instrumentation
+    expects streaming handlers to be async generators, which Health/Watch is not (it writes
+    through the context), so wrapping it would break the stream."""
+    return not details.method.startswith(("/grpc.health.v1.Health/", "/grpc.reflection."))
 
 
 def server_interceptors() -> list[Any]:
     if not _configured:
         return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    # Probes and reflection are not traced: they are noise in Jaeger, and the instrumentation
-    # expects streaming handlers to be async generators, which Health/Watch is not (it writes
-    # through the context), so wrapping it would break the stream.
-    untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
-    return [aio_server_interceptor(filter_=filters.negate(untraced))]
+    return [aio_server_interceptor(filter_=_traced)]
 
 
 def client_interceptors() -> list[Any]:

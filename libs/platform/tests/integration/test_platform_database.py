@@ -39,3 +39,37 @@ async def test_a_query_reads_the_last_commit_while_a_writer_holds_the_lock(
         assert units == 5
     async with readers() as reader:
         assert await reader.scalar(sa.text("SELECT units FROM stock")) == 4
+
+
+async def test_with_tracing_on_statements_are_traced_and_pool_checkouts_are_not(
+    engine: AsyncEngine,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from sqlalchemy.engine import Engine
+    from tienda_platform import telemetry
+
+    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
+    collected = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(collected))  # type: ignore[attr-defined]
+    # any number of engines, each with its spans; no wrapper around Engine.connect, which
+    # made a span (dropped by the sampler, yet made) at every checkout from the pool
+    other = create_engine("sqlite+aiosqlite://")
+    telemetry.instrument_engine(other)
+    telemetry.instrument_engine(engine)
+    assert not hasattr(Engine.connect, "__wrapped__")
+
+    with telemetry.tracer.start_as_current_span("request"):
+        async with session_factory(engine)() as session, session.begin():
+            await session.exec(sa.text("UPDATE stock SET units = 3"))  # type: ignore[call-overload]
+
+        async with other.connect() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+    await other.dispose()
+
+    names = [span.name for span in collected.get_finished_spans()]
+    assert "request" in names
+    assert any(name.startswith("UPDATE") for name in names), names
+    assert any(name.startswith("SELECT") for name in names), names
+    assert "connect" not in names
