@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -187,6 +188,36 @@ async def test_saving_what_was_loaded_reads_nothing_again(
     assert len(stored.payments) == 1
     assert stored_saga is not None and stored_saga.step is SagaStep.DONE
     assert stored_summary is not None and stored_summary.status is OrderStatus.CONFIRMED
+
+
+async def test_an_order_is_read_whole_in_one_statement(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    order = new_order("alice")  # two lines
+    await add(uow_factory, order)
+    async with uow_factory() as uow:
+        await uow.customers.save(Customer("alice", "a@x.io", "Alice Liddell", False, T0))
+        loaded = await uow.orders.get(order.id, for_update=True)
+        assert loaded is not None
+        loaded.record_payment(
+            Payment(new_id(), order.id, PaymentStatus.APPROVED, order.total_cents, "ch_1", T0)
+        )
+        loaded.cancel(reason="cancelled by customer", now=T0 + timedelta(seconds=1))
+        loaded.record_refund(
+            Payment(new_id(), order.id, PaymentStatus.REFUNDED, order.total_cents, "re_1", T0)
+        )
+        await uow.orders.save(loaded)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        with statements(engine) as ran:
+            again = await uow.orders.get(order.id, for_update=True)
+            pending = await uow.orders.pending_of("alice")
+    # the order, its customer's name, its two lines and two payments: one SELECT
+    assert ran.count("SELECT") == 2
+    assert again is not None and again == replace(loaded, customer_name="Alice Liddell")
+    assert len(again.lines) == 2 and len(again.payments) == 2
+    assert pending == []
 
 
 async def test_an_order_asked_for_in_another_saga_mode_is_not_found(

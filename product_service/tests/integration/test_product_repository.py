@@ -139,8 +139,19 @@ async def test_reservations_round_trip_and_are_unique_per_order(app: ProductApp)
     async with app.deps.uow() as uow:
         await uow.reservations.add(reservation)
         await uow.commit()
+    selects: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
     async with app.deps.uow() as uow:
-        assert await uow.reservations.get(order_id) == reservation
+        sa.event.listen(app.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            assert await uow.reservations.get(order_id) == reservation
+        finally:
+            sa.event.remove(app.engine.sync_engine, "before_cursor_execute", record)
+        assert len(selects) == 1  # the reservation with its items
         assert await uow.reservations.get(new_id()) is None
         with pytest.raises(ReservationAlreadyExists):
             await uow.reservations.add(reservation)

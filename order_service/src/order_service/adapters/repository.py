@@ -150,17 +150,14 @@ class SqlOrderRepository(OrderRepository):
     async def get(
         self, order_id: str, *, for_update: bool = False, in_mode: SagaMode | None = None
     ) -> Order | None:
-        query = _with_customer_name().where(OrderRow.id == order_id)
+        query = _whole_orders().where(OrderRow.id == order_id)
         if in_mode is not None:
             query = query.where(OrderRow.saga_mode == in_mode.value)
         if for_update:
             # the order's row only: PostgreSQL locks no row of a join's nullable side
             query = query.with_for_update(of=OrderRow)
-        found = (await self._session.exec(query)).first()
-        if found is None:
-            return None
-        orders = await self._assemble([found])
-        return orders[0]
+        orders = self._assemble((await self._session.exec(query)).all())
+        return orders[0] if orders else None
 
     async def save(self, order: Order) -> None:
         row = self._rows.get(order.id) or await self._session.get(OrderRow, order.id)
@@ -184,39 +181,40 @@ class SqlOrderRepository(OrderRepository):
         self._payment_ids[order.id] = stored | {payment.id for payment in new}
 
     async def pending_of(self, customer_id: str) -> list[Order]:
-        query = _with_customer_name().where(
+        query = _whole_orders().where(
             OrderRow.customer_id == customer_id, OrderRow.status == OrderStatus.PENDING.value
         )
-        return await self._assemble((await self._session.exec(query)).all())
+        return self._assemble((await self._session.exec(query)).all())
 
-    async def _assemble(self, found: Sequence[tuple[OrderRow, str | None]]) -> list[Order]:
-        ids = [row.id for row, _ in found]
-        if not ids:
-            return []
-        items = (
-            await self._session.exec(
-                select(OrderItemRow).where(col(OrderItemRow.order_id).in_(ids))
-            )
-        ).all()
-        payments = (
-            await self._session.exec(select(PaymentRow).where(col(PaymentRow.order_id).in_(ids)))
-        ).all()
-        for row, _ in found:
+    def _assemble(self, found: Sequence[_WholeOrderRow]) -> list[Order]:
+        """Orders from the rows of _whole_orders, in the order they came."""
+        parts: dict[str, tuple[OrderRow, str, dict[int, OrderItemRow], dict[str, PaymentRow]]]
+        parts = {}
+        for row, name, item, payment in found:
+            _, _, items, payments = parts.setdefault(row.id, (row, name or "", {}, {}))
+            if item is not None:
+                items[item.position] = item
+            if payment is not None:
+                payments[payment.id] = payment
+        for row, _, _, payments in parts.values():
             self._rows[row.id] = row
-            self._payment_ids[row.id] = {p.id for p in payments if p.order_id == row.id}
+            self._payment_ids[row.id] = set(payments)
         return [
-            _order(
-                row,
-                [i for i in items if i.order_id == row.id],
-                [p for p in payments if p.order_id == row.id],
-                name or "",
-            )
-            for row, name in found
+            _order(row, list(items.values()), list(payments.values()), name)
+            for row, name, items, payments in parts.values()
         ]
 
 
-def _with_customer_name() -> Select[OrderRow, str]:
-    """Orders with their customer's name from the snapshot (none yet: NULL)."""
-    return select(OrderRow, CustomerRow.full_name).join(
-        CustomerRow, col(CustomerRow.id) == col(OrderRow.customer_id), isouter=True
+# the columns of an outer join's other side come back as None when nothing matched
+_WholeOrderRow = tuple[OrderRow, str | None, OrderItemRow | None, PaymentRow | None]
+
+
+def _whole_orders() -> Select[OrderRow, str, OrderItemRow, PaymentRow]:
+    """Orders with their customer's name from the snapshot (none yet: NULL), their lines and
+    their payments, in one statement: a row for each pair of an order's line and payment."""
+    return (
+        select(OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow)
+        .join(CustomerRow, col(CustomerRow.id) == col(OrderRow.customer_id), isouter=True)
+        .join(OrderItemRow, col(OrderItemRow.order_id) == col(OrderRow.id), isouter=True)
+        .join(PaymentRow, col(PaymentRow.order_id) == col(OrderRow.id), isouter=True)
     )

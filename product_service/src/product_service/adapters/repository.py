@@ -164,16 +164,22 @@ class SqlReservationRepository(AbstractReservationRepository):
         self._session = session
 
     async def get(self, order_id: str) -> Reservation | None:
-        statement = select(ReservationRow).where(ReservationRow.order_id == order_id)
-        row = (await self._session.exec(statement)).first()
-        if row is None:
-            return None
-        items_statement = (
-            select(ReservationItemRow)
-            .where(ReservationItemRow.order_id == order_id)
+        # the reservation and its items in one statement, a row per item
+        statement = (
+            select(ReservationRow, ReservationItemRow)
+            .join(
+                ReservationItemRow,
+                col(ReservationItemRow.order_id) == col(ReservationRow.order_id),
+                isouter=True,
+            )
+            .where(ReservationRow.order_id == order_id)
             .order_by(col(ReservationItemRow.product_id))
         )
-        items = (await self._session.exec(items_statement)).all()
+        found = (await self._session.exec(statement)).all()
+        if not found:
+            return None
+        row = found[0][0]
+        items = [item for _, item in found if item is not None]
         return Reservation(
             order_id=row.order_id,
             status=ReservationStatus(row.status),
