@@ -125,6 +125,7 @@ async def test_a_delivery_is_signed_and_retried_until_the_receiver_answers_2xx(
         "status": "ORDER_STATUS_CONFIRMED",
         "reason": "",
         "total_cents": "2999",
+        "saga_mode": "",
     }
     with pytest.raises(Exception, match="signature"):
         StandardWebhook(new_secret()).verify(requests[-1].body, requests[-1].headers)

@@ -67,18 +67,20 @@ def created(order_id: str, *lines: tuple[Product, int], mode: str = CHOREOGRAPHY
     )
 
 
-def status_changed(event_type: str, order_id: str, status: str, reason: str = "") -> EventEnvelope:
+def status_changed(
+    event_type: str, order_id: str, status: str, reason: str = "", mode: str = CHOREOGRAPHY
+) -> EventEnvelope:
     return order_event(
         event_type,
         order_id,
         events_pb2.OrderStatusChanged(
-            order_id=order_id, customer_id=new_id(), status=status, reason=reason
+            order_id=order_id, customer_id=new_id(), status=status, reason=reason, saga_mode=mode
         ),
     )
 
 
-def confirmed(order_id: str) -> EventEnvelope:
-    return status_changed("order.confirmed", order_id, "ORDER_STATUS_CONFIRMED")
+def confirmed(order_id: str, mode: str = CHOREOGRAPHY) -> EventEnvelope:
+    return status_changed("order.confirmed", order_id, "ORDER_STATUS_CONFIRMED", mode=mode)
 
 
 def cancelled(order_id: str) -> EventEnvelope:
@@ -220,6 +222,26 @@ async def test_orchestrated_orders_are_left_to_their_saga(
         "stock.reserved",
         "stock.committed",
     ]
+
+
+async def test_the_confirmation_of_an_orchestrated_order_is_left_to_its_saga(
+    service: ProductApp, redis_url: str
+) -> None:
+    """Its saga commits the reservation by RPC; the event's handler does not read it again.
+    An event without a saga mode (recorded before events carried one) still commits."""
+    mug = await create_product(service.deps, "MUG", stock=5)
+    orchestrated, older = new_id(), new_id()
+    for order_id in (orchestrated, older):
+        await reservations.reserve_stock(
+            deps=service.deps, order_id=order_id, items=[StockItem(mug.id, 1)]
+        )
+    await deliver(service, redis_url, confirmed(orchestrated, mode=ORCHESTRATION))
+    await deliver(service, redis_url, confirmed(older, mode=""))
+    async with service.deps.uow() as uow:
+        left = await uow.reservations.get(orchestrated)
+        committed = await uow.reservations.get(older)
+    assert left is not None and left.status is ReservationStatus.RESERVED
+    assert committed is not None and committed.status is ReservationStatus.COMMITTED
 
 
 async def test_duplicate_deliveries_have_one_effect_across_two_replicas(

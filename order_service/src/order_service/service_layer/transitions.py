@@ -145,6 +145,7 @@ async def _announce(uow: AbstractUnitOfWork, order: Order, *, was_pending: bool)
             status=f"ORDER_STATUS_{order.status.value}",
             reason=order.status_reason,
             total_cents=order.total_cents,
+            saga_mode=order.saga_mode.value,
         ),
     )
     await uow.orders.save(order)

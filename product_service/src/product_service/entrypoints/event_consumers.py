@@ -29,6 +29,7 @@ from product_service.service_layer.unit_of_work import SessionUnitOfWork
 
 GROUP = "product_service"
 CHOREOGRAPHY = "choreography"
+ORCHESTRATION = "orchestration"
 ORDER_CANCELLED_REASON = "order cancelled"
 
 
@@ -68,8 +69,11 @@ class StockEventHandlers:
     async def order_confirmed(
         self, session: AsyncSession, envelope: EventEnvelope, payload: Message
     ) -> None:
-        """Make the order's reservation final."""
+        """Make the reservation of a choreographed order final (an orchestrated order's saga
+        committed it by RPC before confirming the order)."""
         assert isinstance(payload, events_pb2.OrderStatusChanged)
+        if payload.saga_mode == ORCHESTRATION:
+            return
         _span_order(payload.order_id)
         try:
             await reservations.commit_reservation(deps=self._in(session), order_id=payload.order_id)

@@ -143,15 +143,17 @@ class PaymentDeclined(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class OrderStatusChanged(_message.Message):
-    __slots__ = ("order_id", "customer_id", "status", "reason", "total_cents")
+    __slots__ = ("order_id", "customer_id", "status", "reason", "total_cents", "saga_mode")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
+    SAGA_MODE_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     status: str
     reason: str
     total_cents: int
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., total_cents: _Optional[int] = ...) -> None: ...
+    saga_mode: str
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., total_cents: _Optional[int] = ..., saga_mode: _Optional[str] = ...) -> None: ...
