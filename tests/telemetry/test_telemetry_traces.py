@@ -26,6 +26,9 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
     order_id = response.json()["id"]
     wait_terminal(api, customer, order_id)
 
+    def redis_call(span: ReceivedSpan) -> bool:
+        return span.kind == CLIENT and span.attributes.get("db.system") == "redis"
+
     def order_trace(spans: list[ReceivedSpan]) -> str | None:
         for span in spans:
             if (
@@ -53,6 +56,7 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
             {"gateway", "order_service", "product_service"} <= services
             and bool(consumed)
             and {"saga pay", "email send"} <= names
+            and any(redis_call(s) for s in spans if s.trace_id == trace_id)
         )
 
     spans = otlp_receiver.wait_for(complete, timeout=30)
@@ -68,6 +72,11 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
         and by_id[s.parent_span_id].kind == PRODUCER
     ]
     assert hops, [(s.service, s.name, s.kind) for s in trace]
+    # the relay's round trip to Redis, under the relay span of an event of the order
+    relayed = [s for s in trace if redis_call(s)]
+    assert relayed and all(
+        by_id[s.parent_span_id].name.startswith("outbox relay ") for s in relayed
+    ), [(s.name, by_id.get(s.parent_span_id)) for s in relayed]
     # gRPC: a server span of product_service under a client span of order_service
     assert any(
         s.service == "product_service"
