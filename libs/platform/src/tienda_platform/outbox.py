@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,6 +102,7 @@ class OutboxRelay:
         idle_seconds: float = 0.25,
         max_backoff_seconds: float = 5.0,
         retention: timedelta = timedelta(days=1),
+        count_backlog_every: float = 1.0,
     ) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -111,6 +113,8 @@ class OutboxRelay:
         self._idle = idle_seconds
         self._max_backoff = max_backoff_seconds
         self._retention = retention
+        self._count_every = count_backlog_every
+        self._counted_at = float("-inf")
         self._wake = asyncio.Event()
 
     def notify(self) -> None:
@@ -248,11 +252,15 @@ class OutboxRelay:
             yield span
 
     async def _refresh_backlog(self, session: AsyncSession, rows: list[Any]) -> None:
+        """A batch short of full is the whole backlog. Behind a full one, the unsent rows are
+        counted at most every count_backlog_every seconds: a count reads every unsent row,
+        and under load every batch is full."""
         if len(rows) < self._batch_size:
             OUTBOX_BACKLOG.set(len(rows))
-        else:
+        elif time.monotonic() - self._counted_at >= self._count_every:
             unsent = sa.select(sa.func.count()).where(col(OutboxEvent.published_time).is_(None))
             OUTBOX_BACKLOG.set(await session.scalar(unsent) or 0)
+            self._counted_at = time.monotonic()
         oldest = _aware(rows[0].create_time) if rows else None
         OUTBOX_OLDEST_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
 

@@ -215,7 +215,10 @@ async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
     port = free_port()
     # batches of 2: the backlog that piles up during the outage takes several batches
     relay = OutboxRelay(
-        engine=engine, broker=RedisBroker(f"redis://127.0.0.1:{port}/0"), batch_size=2
+        engine=engine,
+        broker=RedisBroker(f"redis://127.0.0.1:{port}/0"),
+        batch_size=2,
+        count_backlog_every=0,
     )
     await write_events(engine, ["a", "b"])  # the state change commits with Redis down
     with pytest.raises(Exception):  # noqa: B017 - any connection error will do
@@ -239,6 +242,31 @@ async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
         finally:
             relay_task.cancel()
             await client.aclose()
+
+
+async def test_behind_full_batches_the_backlog_is_counted_at_most_once_a_while(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    counts: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "count(" in statement.lower():
+            counts.append(statement)
+
+    broker = RedisBroker(redis_url)
+    relay = OutboxRelay(engine=engine, broker=broker, batch_size=2, count_backlog_every=3600)
+    await write_events(engine, ["a", "b", "c", "d", "e", "f", "g"])
+    await broker.connect()
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert [await relay.publish_batch() for _ in range(4)] == [2, 2, 2, 1]
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+        await broker.stop()
+    # three full batches, one count: the first (7 unsent); the short batch is all there was
+    assert len(counts) == 1
+    assert REGISTRY.get_sample_value("tienda_outbox_backlog") == 1
+    assert await _unsent(engine) == 0
 
 
 async def _stream_length(client: redis.Redis, n: int) -> bool:
