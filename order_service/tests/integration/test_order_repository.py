@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from order_service.domain.customers import Customer
 from order_service.domain.model import (
     Order,
@@ -22,6 +23,7 @@ from order_service.domain.saga import Saga, SagaStep
 from order_service.domain.summary import OrderSummary
 from order_service.service_layer.unit_of_work import SqlUnitOfWork
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tienda_platform.ids import new_id
 
@@ -218,6 +220,44 @@ async def test_an_order_is_read_whole_in_one_statement(
     assert again is not None and again == replace(loaded, customer_name="Alice Liddell")
     assert len(again.lines) == 2 and len(again.payments) == 2
     assert pending == []
+
+
+async def test_an_order_and_its_saga_are_read_and_locked_in_one_statement(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    order = new_order()
+    await add(uow_factory, order)
+    async with uow_factory() as uow:
+        assert await uow.order_with_saga(order.id) is None  # no saga yet
+        await uow.sagas.add(
+            Saga.start(order_id=order.id, mode=order.saga_mode, step=SagaStep.RESERVE, now=T0)
+        )
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        with statements(engine) as ran:
+            found = await uow.order_with_saga(order.id, for_update=True)
+        assert ran.count("SELECT") == 1
+        assert found is not None
+        loaded, saga = found
+        assert loaded == order and saga.step is SagaStep.RESERVE
+        if engine.dialect.name == "postgresql":
+            # both rows are locked: another transaction cannot lock the saga meanwhile
+            async with engine.connect() as other:
+                await other.execute(sa.text("SET lock_timeout = '200ms'"))
+                with pytest.raises(DBAPIError, match="lock"):
+                    await other.execute(
+                        sa.text("SELECT 1 FROM order_sagas WHERE order_id = :id FOR UPDATE"),
+                        {"id": order.id},
+                    )
+        saga.advance(SagaStep.PAY, now=T0 + timedelta(seconds=1))
+        with statements(engine) as ran:
+            await uow.sagas.save(saga)
+            await uow.commit()
+        assert "SELECT" not in ran  # the saga's row, read with the order, is written back
+    async with uow_factory() as uow:
+        stored = await uow.sagas.get(order.id)
+    assert stored is not None and stored.step is SagaStep.PAY
 
 
 async def test_an_order_asked_for_in_another_saga_mode_is_not_found(

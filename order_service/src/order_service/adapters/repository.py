@@ -5,12 +5,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
-from order_service.adapters.orm import CustomerRow, OrderItemRow, OrderRow, PaymentRow
+from order_service.adapters.orm import CustomerRow, OrderItemRow, OrderRow, PaymentRow, SagaRow
 from order_service.domain.model import (
     Order,
     OrderLine,
@@ -159,6 +160,25 @@ class SqlOrderRepository(OrderRepository):
         orders = self._assemble((await self._session.exec(query)).all())
         return orders[0] if orders else None
 
+    async def get_with_saga(
+        self, order_id: str, *, for_update: bool = False
+    ) -> tuple[Order, SagaRow] | None:
+        """The order and its saga's row in one statement; None when either is missing.
+        for_update locks both rows (the order's first)."""
+        # sqlmodel types select() for up to four entities
+        every: Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow] = select(  # type: ignore[call-overload]
+            OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow, SagaRow
+        )
+        query = _joined(every).join(SagaRow, col(SagaRow.order_id) == col(OrderRow.id))
+        query = query.where(OrderRow.id == order_id)
+        if for_update:
+            query = query.with_for_update(of=[OrderRow, SagaRow])
+        found = (await self._session.exec(query)).all()
+        if not found:
+            return None
+        orders = self._assemble([(row, name, item, pay) for row, name, item, pay, _ in found])
+        return orders[0], found[0][4]
+
     async def save(self, order: Order) -> None:
         row = self._rows.get(order.id) or await self._session.get(OrderRow, order.id)
         if row is None:
@@ -212,9 +232,16 @@ _WholeOrderRow = tuple[OrderRow, str | None, OrderItemRow | None, PaymentRow | N
 def _whole_orders() -> Select[OrderRow, str, OrderItemRow, PaymentRow]:
     """Orders with their customer's name from the snapshot (none yet: NULL), their lines and
     their payments, in one statement: a row for each pair of an order's line and payment."""
+    return _joined(select(OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow))
+
+
+Query = TypeVar("Query", bound=Select[*tuple[Any, ...]])
+
+
+def _joined(query: Query) -> Query:
+    """The outer joins that add customer names, lines and payments to a select of orders."""
     return (
-        select(OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow)
-        .join(CustomerRow, col(CustomerRow.id) == col(OrderRow.customer_id), isouter=True)
+        query.join(CustomerRow, col(CustomerRow.id) == col(OrderRow.customer_id), isouter=True)
         .join(OrderItemRow, col(OrderItemRow.order_id) == col(OrderRow.id), isouter=True)
         .join(PaymentRow, col(PaymentRow.order_id) == col(OrderRow.id), isouter=True)
     )

@@ -99,9 +99,11 @@ class SqlSagaRepository(SagaRepository):
         if for_update:
             query = query.with_for_update()
         row = (await self._session.exec(query)).first()
-        if row is None:
-            return None
-        self._rows[order_id] = row
+        return None if row is None else self.loaded(row)
+
+    def loaded(self, row: SagaRow) -> Saga:
+        """The saga of a row read in this session (by this repository or with its order)."""
+        self._rows[row.order_id] = row
         return _saga(row)
 
     async def save(self, saga: Saga) -> None:

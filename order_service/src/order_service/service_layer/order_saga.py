@@ -153,11 +153,8 @@ class SagaRunner:
     async def _load(self, order_id: str) -> tuple[Saga, Order] | None:
         # a read: _store checks again, under lock, that the saga is still at this step
         async with self._read_uow_factory() as uow:
-            saga = await uow.sagas.get(order_id)
-            order = await uow.orders.get(order_id)
-        if saga is None or order is None:
-            return None
-        return saga, order
+            found = await uow.order_with_saga(order_id)
+        return None if found is None else (found[1], found[0])
 
     async def _execute(self, saga: Saga, order: Order) -> tuple[Effect, Effect | None]:
         """Do the step's outside work; what to store if the saga is still at that step, and
@@ -285,10 +282,10 @@ class SagaRunner:
         """Store a step's outcome; the saga and order as stored if the saga has more steps
         for this worker now, else None."""
         async with self._uow_factory() as uow:
-            order = await uow.orders.get(order_id, for_update=True)
-            saga = await uow.sagas.get(order_id, for_update=True)
-            if order is None or saga is None or saga.claimed_by != self.worker:
+            found = await uow.order_with_saga(order_id, for_update=True)
+            if found is None or found[1].claimed_by != self.worker:
                 return None  # our claim ran out and another worker took the saga over
+            order, saga = found
             if saga.step is step:
                 await effect(uow, order, saga)
             elif on_superseded is not None:
@@ -303,10 +300,10 @@ class SagaRunner:
     async def _retry_later(self, order_id: str, step: SagaStep, error: str) -> bool:
         """Unclaim the saga until its backoff ends; True when it moved on meanwhile (go on)."""
         async with self._uow_factory() as uow:
-            await uow.orders.get(order_id, for_update=True)  # the same lock order as _store
-            saga = await uow.sagas.get(order_id, for_update=True)
-            if saga is None or saga.claimed_by != self.worker:
+            found = await uow.order_with_saga(order_id, for_update=True)
+            if found is None or found[1].claimed_by != self.worker:
                 return False
+            saga = found[1]
             if saga.step is not step:
                 return True
             saga.retry_later(error=error, now=utc_now(), policy=self._retry)

@@ -22,6 +22,8 @@ from order_service.adapters.customer_repository import CustomerRepository, SqlCu
 from order_service.adapters.repository import OrderRepository, SqlOrderRepository
 from order_service.adapters.saga_repository import SAGA_CHANGED, SagaRepository, SqlSagaRepository
 from order_service.adapters.summary_repository import SqlSummaryRepository, SummaryRepository
+from order_service.domain.model import Order
+from order_service.domain.saga import Saga
 
 EVENT_SOURCE = "order_service"
 
@@ -55,6 +57,15 @@ class AbstractUnitOfWork(abc.ABC):
     ) -> None:
         await self.rollback()
 
+    async def order_with_saga(
+        self, order_id: str, *, for_update: bool = False
+    ) -> tuple[Order, Saga] | None:
+        """The order and its saga, or None when either is missing; for_update locks both
+        (the order first, as everywhere) until the transaction ends."""
+        order = await self.orders.get(order_id, for_update=for_update)
+        saga = await self.sagas.get(order_id, for_update=for_update)
+        return None if order is None or saga is None else (order, saga)
+
     @abc.abstractmethod
     async def commit(self) -> None:
         """Make the transaction's changes durable."""
@@ -83,6 +94,18 @@ class _SessionBacked(AbstractUnitOfWork):
         self.sagas = SqlSagaRepository(session)
         self.customers = SqlCustomerRepository(session)
         self.summaries = SqlSummaryRepository(session)
+
+    async def order_with_saga(
+        self, order_id: str, *, for_update: bool = False
+    ) -> tuple[Order, Saga] | None:
+        """Both in one statement."""
+        assert isinstance(self.orders, SqlOrderRepository)
+        assert isinstance(self.sagas, SqlSagaRepository)
+        found = await self.orders.get_with_saga(order_id, for_update=for_update)
+        if found is None:
+            return None
+        order, saga_row = found
+        return order, self.sagas.loaded(saga_row)
 
     def record_event(self, *, event_type: str, subject: str, payload: Message) -> datetime:
         assert self._session is not None, "record_event outside `async with uow`"
