@@ -34,7 +34,7 @@ from tienda_devstack.stack import Ports, Stack, cpu_seconds, resident_memory_byt
 CONCURRENCY = 16
 SECONDS = 5.0
 ORDERS = 300
-TRACING_ROUNDS = 3
+TRACING_ROUNDS = 6
 TRACING_ORDERS = 100
 
 
