@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -207,6 +207,7 @@ def _wire_events(
     wake_up += [relay.notify, worker.notify]
     app.broker = broker
     app.saga_worker = worker
+    app.deps = replace(app.deps, saga_runs_here=worker)
     app.consumers += [
         build_consumer(
             SAGA_GROUP, broker=broker, engine=engine, consumer=worker_name, after_commit=on_commit

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from order_service.adapters.orm import PaymentChargeRow
@@ -270,3 +270,65 @@ async def test_a_status_change_that_fails_to_commit_leaves_no_event_and_is_retri
         "order.confirmed",
     ]
     assert catalog.reservations[order.id].state == "committed"
+
+
+async def test_the_saga_of_an_order_placed_here_runs_at_once_claimed_by_this_worker(
+    uow_factory: UowFactory, engine: AsyncEngine, catalog: FakeProductCatalog
+) -> None:
+    slow = FakePaymentProvider(hold=True)
+    here = worker("here", uow_factory, catalog, slow)
+    elsewhere = worker("elsewhere", uow_factory, catalog, FakePaymentProvider())
+    order = await services.create_order(
+        command=CreateOrder(items=(RequestedItem(MUG, 2),), payment_token="tok_ok"),
+        principal=customer(),
+        uow=uow_factory(),
+        catalog=catalog,
+        saga_mode=SagaMode.ORCHESTRATION,
+        saga_runs_here=here,
+    )
+    # stored claimed by this process's worker, whose loop is not even running: the saga runs
+    # without a claim from the log (it reserves, then waits for the provider)
+    _, saga = await load(uow_factory, order.id)
+    assert saga.claimed_by == "here"
+    await asyncio.wait_for(slow.charge_started.wait(), 5)
+    # meanwhile no other worker may take it up
+    assert await elsewhere.claim(limit=10) == []
+
+    slow.gate.set()
+
+    async def confirmed() -> bool:
+        stored, _ = await load(uow_factory, order.id)
+        return stored.status is OrderStatus.CONFIRMED
+
+    await wait_until(confirmed, within=15)
+    assert await events_of(engine, order.id) == [
+        "order.created",
+        "payment.approved",
+        "order.confirmed",
+    ]
+
+
+async def test_the_saga_of_an_order_placed_by_a_process_that_died_is_taken_up_from_the_log(
+    uow_factory: UowFactory, catalog: FakeProductCatalog
+) -> None:
+    class Died:
+        """A worker that claims the saga, then dies before running it."""
+
+        def lease(self, now: datetime) -> tuple[str, datetime]:
+            return "died", now + timedelta(seconds=0.2)
+
+        def adopt(self, saga: Saga, order: Order) -> None:
+            pass
+
+    order = await services.create_order(
+        command=CreateOrder(items=(RequestedItem(MUG, 2),), payment_token="tok_ok"),
+        principal=customer(),
+        uow=uow_factory(),
+        catalog=catalog,
+        saga_mode=SagaMode.ORCHESTRATION,
+        saga_runs_here=Died(),
+    )
+    # once the claim has run out, any worker finishes it
+    await confirmed_by(
+        worker("fresh", uow_factory, catalog, FakePaymentProvider()), uow_factory, order.id
+    )

@@ -17,7 +17,7 @@ from order_service.domain.model import Order, OrderLine, OrderStatus, SagaMode
 from order_service.domain.summary import OrderSummary
 from order_service.entrypoints.webhook_rpcs import WebhookDependencies, WebhookRpcs
 from order_service.service_layer import read_model, services
-from order_service.service_layer.ports import ProductCatalog
+from order_service.service_layer.ports import ProductCatalog, SagaRunsHere
 from order_service.service_layer.unit_of_work import AbstractUnitOfWork
 
 SERVICE_NAME = "order.v1.OrderService"
@@ -42,6 +42,8 @@ class OrderDependencies:
     # For GetOrder and ListOrders: units of work that only read (on SQLite they do not take
     # the write lock, so reads never queue behind sagas). Without one, `uow_factory`.
     read_uow_factory: Callable[[], AbstractUnitOfWork] | None = None
+    # The saga worker of this process (with a database): it runs placed orders' sagas at once.
+    saga_runs_here: SagaRunsHere | None = None
 
     def reader(self) -> AbstractUnitOfWork:
         return (self.read_uow_factory or self.uow_factory)()
@@ -68,6 +70,7 @@ class OrderServicer(WebhookRpcs, order_pb2_grpc.OrderServiceServicer):
             uow=self._deps.uow_factory(),
             catalog=self._deps.catalog,
             saga_mode=self._deps.saga_mode,
+            saga_runs_here=self._deps.saga_runs_here,
         )
         return order_to_proto(order)
 

@@ -115,9 +115,10 @@ class SagaRunner:
         self.lease = lease
         self._retry = retry
 
-    async def drive(self, order_id: str) -> None:
-        """Run the claimed saga's steps until it is done, waits for a retry, or is lost."""
-        loaded = await self._load(order_id)
+    async def drive(self, order_id: str, loaded: tuple[Saga, Order] | None = None) -> None:
+        """Run the claimed saga's steps until it is done, waits for a retry, or is lost;
+        from `loaded` (the saga and order as stored) when the caller has them."""
+        loaded = loaded or await self._load(order_id)
         while loaded is not None:
             saga, _order = loaded
             if saga.is_done or saga.claimed_by != self.worker:

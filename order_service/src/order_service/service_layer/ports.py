@@ -8,8 +8,24 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 from tienda_platform.auth import Principal
+
+if TYPE_CHECKING:
+    from order_service.domain.model import Order
+    from order_service.domain.saga import Saga
+
+
+class SagaRunsHere(Protocol):
+    """This process's saga worker, which runs the saga of an order placed here at once."""
+
+    def lease(self, now: datetime) -> tuple[str, datetime]:
+        """The claim to store the new saga with: the worker, and until when."""
+
+    def adopt(self, saga: Saga, order: Order) -> None:
+        """Run the saga, stored with that claim, from its stored state."""
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable
+from datetime import datetime
 
 from loguru import logger
 from tienda_platform.aio import wait_for_event
 
+from order_service.domain.model import Order
+from order_service.domain.saga import Saga
 from order_service.service_layer.order_saga import SagaRunner
 from order_service.service_layer.transitions import utc_now
 from order_service.service_layer.unit_of_work import AbstractUnitOfWork
@@ -35,6 +39,23 @@ class SagaWorker:
         self._poll = poll_seconds
         self._concurrency = concurrency
         self._wake = asyncio.Event()
+        self._adopted: set[asyncio.Task[None]] = set()
+
+    def lease(self, now: datetime) -> tuple[str, datetime]:
+        """A claim for a saga this process is about to store: this worker, and until when."""
+        return self._runner.worker, now + self._runner.lease
+
+    def adopt(self, saga: Saga, order: Order) -> None:
+        """Run at once a saga just stored with a claim from `lease`, from its stored state:
+        no claim and no read of the saga log. Should this process stop first, the claim runs
+        out and any worker takes the saga up from the log."""
+        # in a context of its own, like the sagas claimed from the log: nothing of the request
+        # that placed the order (its caller, its span) carries over, but the saga's trace parent
+        task = asyncio.create_task(
+            self._drive(saga.order_id, (saga, order)), context=contextvars.Context()
+        )
+        self._adopted.add(task)
+        task.add_done_callback(self._adopted.discard)
 
     def notify(self) -> None:
         """A saga may have become due (an order was placed, cancelled, or an event arrived)."""
@@ -55,9 +76,9 @@ class SagaWorker:
                         task.add_done_callback(lambda _task: self._wake.set())
                 await wait_for_event(self._wake, self._poll)
         finally:
-            for task in running:
+            for task in running | self._adopted:
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*running, *self._adopted, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._unclaim_all())
 
@@ -84,9 +105,9 @@ class SagaWorker:
             logger.warning("saga worker cannot claim sagas yet: {error}", error=repr(error)[:200])
             return []
 
-    async def _drive(self, order_id: str) -> None:
+    async def _drive(self, order_id: str, loaded: tuple[Saga, Order] | None = None) -> None:
         try:
-            await self._runner.drive(order_id)
+            await self._runner.drive(order_id, loaded)
         except Exception as error:
             # the claim runs out and the saga is taken up again; nothing is lost
             logger.opt(exception=error).error(

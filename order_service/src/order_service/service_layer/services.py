@@ -9,7 +9,7 @@ from __future__ import annotations
 from tienda_platform.auth import Principal
 from tienda_platform.errors import FailedPrecondition
 from tienda_platform.ids import new_id
-from tienda_platform.telemetry import set_span_attributes
+from tienda_platform.telemetry import current_traceparent, set_span_attributes
 
 from order_service.domain.commands import CancelOrder, CreateOrder
 from order_service.domain.errors import IllegalTransition, OrderNotFound, ProductNotFound
@@ -24,7 +24,7 @@ from order_service.domain.model import (
 from order_service.domain.saga import Saga, SagaStep
 from order_service.service_layer import transitions
 from order_service.service_layer.order_saga import give_back
-from order_service.service_layer.ports import ProductCatalog
+from order_service.service_layer.ports import ProductCatalog, SagaRunsHere
 from order_service.service_layer.transitions import utc_now
 from order_service.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -36,8 +36,12 @@ async def create_order(
     uow: AbstractUnitOfWork,
     catalog: ProductCatalog,
     saga_mode: SagaMode,
+    saga_runs_here: SagaRunsHere | None = None,
 ) -> Order:
-    """Validate, snapshot the products, and store the order PENDING with order.created."""
+    """Validate, snapshot the products, and store the order PENDING with order.created.
+
+    An orchestrated order's saga is stored with it; with `saga_runs_here`, claimed by this
+    process's saga worker, which runs it once the order is committed."""
     validate_new_order(items=command.items, payment_token=command.payment_token)
     products = await catalog.batch_get_products(
         ids=[item.product_id for item in command.items], principal=principal
@@ -70,13 +74,20 @@ async def create_order(
         saga_mode=saga_mode,
     )
     set_span_attributes(order_id=order.id)
+    saga: Saga | None = None
     async with uow:
         await transitions.place(uow, order)
         if saga_mode is SagaMode.ORCHESTRATION:
-            await uow.sagas.add(
-                Saga.start(order_id=order.id, mode=saga_mode, step=SagaStep.RESERVE, now=utc_now())
-            )
+            now = utc_now()
+            saga = Saga.start(order_id=order.id, mode=saga_mode, step=SagaStep.RESERVE, now=now)
+            saga.trace_parent = current_traceparent()
+            if saga_runs_here is not None:
+                worker, until = saga_runs_here.lease(now)
+                saga.claim(worker=worker, until=until, now=now)
+            await uow.sagas.add(saga)
         await uow.commit()
+    if saga is not None and saga_runs_here is not None:
+        saga_runs_here.adopt(saga, order)
     order.customer_name = known.full_name if known is not None else ""
     return order
 
