@@ -6,7 +6,8 @@
   concurrency; the gateway should keep at least 50% of the direct throughput
 - events: outbox insert to consumer commit, versus raw XADD + XREADGROUP/XACK (target >= 0.15)
 - orders: completed orders per second through REST until terminal, and the time to the
-  terminal state at 100 orders/s, in both saga modes (targets 200 orders/s, p99 < 250 ms)
+  terminal state at 100 orders/s, in both saga modes, on SQLite and (with
+  TIENDA_BENCH_POSTGRES_URL) on PostgreSQL (targets 200 orders/s, p99 < 250 ms)
 - tracing: order throughput with every trace, and one trace in ten, exported over OTLP,
   versus OTEL_SDK_DISABLED=true, same run, bursts taken in turn (target: keeps >= 85%)
 """
@@ -22,7 +23,10 @@ from pathlib import Path
 
 import grpc
 import httpx
+import sqlalchemy as sa
 from product.v1 import product_pb2, product_pb2_grpc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from tienda_platform.redis_server import EmbeddedRedis
 
 from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
@@ -178,14 +182,41 @@ def order_figures(stack: Stack, label: str) -> float:
 
 
 def section_orders(tmp: Path) -> None:
+    """On SQLite (as `make run`), and on PostgreSQL (as docker compose) when
+    TIENDA_BENCH_POSTGRES_URL names a server to create the services' databases on."""
     print("\norders through REST until terminal (tok_ok), 32 concurrent clients:")
-    for mode in ("orchestration", "choreography"):
-        stack, _ = timed_start(tmp / mode, Ports.free(), {"ORDER_SAGA_MODE": mode})
-        try:
-            order_figures(stack, mode)
-        finally:
-            stack.stop()
+    postgres = os.environ.get("TIENDA_BENCH_POSTGRES_URL", "")
+    for database in ["SQLite"] + (["PostgreSQL"] if postgres else []):
+        for mode in ("orchestration", "choreography"):
+            env = {"ORDER_SAGA_MODE": mode}
+            if database == "PostgreSQL":
+                env |= asyncio.run(fresh_service_databases(postgres))
+            stack, _ = timed_start(tmp / f"{database}-{mode}", Ports.free(), env)
+            try:
+                order_figures(stack, f"{mode}, {database}")
+            finally:
+                stack.stop()
     print("  (targets: >= 200 orders/s; p99 < 250 ms at 100 orders/s)")
+
+
+async def fresh_service_databases(url: str) -> dict[str, str]:
+    """Empty databases `<name>_auth`, `<name>_product` and `<name>_order` on the server of
+    url (whose database is <name>), as the services' *_DATABASE_URL variables."""
+    server = make_url(url)
+    engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    env = {}
+    try:
+        async with engine.connect() as connection:
+            for service in ("auth", "product", "order"):
+                name = f"{server.database}_{service}"
+                await connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                await connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                env[f"{service.upper()}_DATABASE_URL"] = server.set(database=name).render_as_string(
+                    hide_password=False
+                )
+    finally:
+        await engine.dispose()
+    return env
 
 
 def section_tracing(tmp: Path) -> None:
