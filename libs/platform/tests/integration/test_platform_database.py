@@ -73,3 +73,35 @@ async def test_with_tracing_on_statements_are_traced_and_pool_checkouts_are_not(
     assert any(name.startswith("UPDATE") for name in names), names
     assert any(name.startswith("SELECT") for name in names), names
     assert "connect" not in names
+
+
+async def test_a_connection_goes_back_to_the_pool_rolled_back_only_when_a_transaction_is_open(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiosqlite
+
+    rollbacks = 0
+    rollback = aiosqlite.Connection.rollback
+
+    async def counted(self: aiosqlite.Connection) -> None:
+        nonlocal rollbacks
+        rollbacks += 1
+        await rollback(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+    writers = session_factory(engine)
+    async with writers() as writer, writer.begin():
+        await writer.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
+    # committed: nothing to roll back, and no trip to aiosqlite's thread to do it
+    assert rollbacks == 0
+
+    # a transaction the pool does not know of is still rolled back when the connection returns
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.execute("BEGIN IMMEDIATE")
+        await driver.execute("UPDATE stock SET units = 0")
+    assert rollbacks == 1
+    async with session_factory(engine, read_only=True)() as reader:
+        assert await reader.scalar(sa.text("SELECT units FROM stock")) == 4
