@@ -9,11 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 import httpx
 import pytest
-from tienda_devstack.stack import Ports
+from tienda_devstack.stack import Ports, Stack
+from tienda_platform import redis_server
+from tienda_platform.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +99,21 @@ def test_make_run_starts_serves_stops_and_keeps_data(tmp_path: Path) -> None:
     finally:
         interrupt(process)
     assert process.returncode == 0
+
+
+def test_the_stack_s_redis_takes_no_port_its_services_were_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The services' ports are chosen before the services bind them: still free when the
+    embedded Redis starts first and looks for a port, they must not be offered to it."""
+    ports = Ports.free()
+    spare = free_port(avoid=astuple(ports))
+    # the port picker's draws: the order service's metrics port, then a free one
+    draws = iter([ports.order_metrics, spare])
+    monkeypatch.setattr(redis_server.random, "choice", lambda _ports: next(draws))
+    stack = Stack(data_dir=tmp_path, ports=ports, env={})
+    stack.start(services=())  # the embedded Redis alone
+    try:
+        assert stack.redis is not None and stack.redis.port == spare
+    finally:
+        stack.stop()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -155,7 +155,8 @@ class Stack:
         """Start the given processes (all by default) without waiting for them."""
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if not self.redis_url:
-            self.redis = EmbeddedRedis(self.data_dir / "redis").start()
+            # not on a port the services are about to bind
+            self.redis = EmbeddedRedis(self.data_dir / "redis").start(avoid=astuple(self.ports))
             self.redis_url = self.redis.url
         env = self.child_env()
         for service in services:

