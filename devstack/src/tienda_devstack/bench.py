@@ -19,6 +19,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -143,12 +144,18 @@ def section_events(tmp: Path) -> None:
 
 
 def max_order_run(
-    stack: Stack, token: str, product_id: str, count: int
+    stack: Stack,
+    token: str,
+    product_id: str,
+    count: int,
+    settled: Callable[[], None] = lambda: None,
 ) -> tuple[OrderRun, dict[str, float]]:
-    """Orders placed as fast as 32 clients can, and each process's CPU per order (ms)."""
+    """Orders placed as fast as 32 clients can, and each process's CPU per order (ms),
+    counted until `settled` returns (the orders' trailing work done)."""
     pids = {name: process.pid for name, process in stack.processes.items()}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     run = asyncio.run(run_orders(stack, token=token, product_id=product_id, count=count, rate=None))
+    settled()
     cpu_per_order = {
         name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / count for name, pid in pids.items()
     }
@@ -259,24 +266,18 @@ def section_tracing(tmp: Path) -> None:
         _spans_settled(receiver)
         for round_ in range(TRACING_ROUNDS):
             for label in labels[round_ % 3 :] + labels[: round_ % 3]:
-                pids = [process.pid for process in stacks[label].processes.values()]
-                cpu_before = sum(cpu_seconds(pid) for pid in pids)
-                run = asyncio.run(
-                    run_orders(
-                        stacks[label],
-                        token=ready[label][0],
-                        product_id=ready[label][1],
-                        count=TRACING_ORDERS,
-                        rate=None,
-                    )
+                run, cpu_by_process = max_order_run(
+                    stacks[label],
+                    *ready[label],
+                    TRACING_ORDERS,
+                    settled=lambda: _spans_settled(receiver),
                 )
-                _spans_settled(receiver)
-                per_order = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000
+                per_order = sum(cpu_by_process.values())
                 throughput[label].append(run.throughput)
-                cpu[label].append(per_order / TRACING_ORDERS)
+                cpu[label].append(per_order)
                 print(
                     f"  round {round_ + 1}  {label:<14} {run.throughput:6.1f} orders/s"
-                    f"  CPU per order {per_order / TRACING_ORDERS:5.0f} ms (the services)"
+                    f"  CPU per order {per_order:5.0f} ms (the services)"
                 )
     finally:
         for stack in stacks.values():

@@ -17,7 +17,7 @@ from order_service.domain.model import Order, OrderStatus, PaymentStatus, SagaMo
 from order_service.domain.saga import RetryPolicy, Saga, SagaStep
 from order_service.service_layer import services
 from order_service.service_layer.order_saga import SagaRunner
-from order_service.service_layer.ports import ChargeResult, PaymentProvider
+from order_service.service_layer.ports import ChargeResult, PaymentProvider, SagaRunsHere
 from order_service.service_layer.saga_worker import SagaWorker
 from order_service.service_layer.unit_of_work import SqlUnitOfWork
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,13 +61,18 @@ def worker(
     return SagaWorker(uow_factory=uow_factory, runner=runner)
 
 
-async def place(uow_factory: UowFactory, catalog: FakeProductCatalog) -> Order:
+async def place(
+    uow_factory: UowFactory,
+    catalog: FakeProductCatalog,
+    saga_runs_here: SagaRunsHere | None = None,
+) -> Order:
     return await services.create_order(
         command=CreateOrder(items=(RequestedItem(MUG, 2),), payment_token="tok_ok"),
         principal=customer(),
         uow=uow_factory(),
         catalog=catalog,
         saga_mode=SagaMode.ORCHESTRATION,
+        saga_runs_here=saga_runs_here,
     )
 
 
@@ -278,14 +283,7 @@ async def test_the_saga_of_an_order_placed_here_runs_at_once_claimed_by_this_wor
     slow = FakePaymentProvider(hold=True)
     here = worker("here", uow_factory, catalog, slow)
     elsewhere = worker("elsewhere", uow_factory, catalog, FakePaymentProvider())
-    order = await services.create_order(
-        command=CreateOrder(items=(RequestedItem(MUG, 2),), payment_token="tok_ok"),
-        principal=customer(),
-        uow=uow_factory(),
-        catalog=catalog,
-        saga_mode=SagaMode.ORCHESTRATION,
-        saga_runs_here=here,
-    )
+    order = await place(uow_factory, catalog, saga_runs_here=here)
     # stored claimed by this process's worker, whose loop is not even running: the saga runs
     # without a claim from the log (it reserves, then waits for the provider)
     _, saga = await load(uow_factory, order.id)
@@ -320,14 +318,7 @@ async def test_the_saga_of_an_order_placed_by_a_process_that_died_is_taken_up_fr
         def adopt(self, saga: Saga, order: Order) -> None:
             pass
 
-    order = await services.create_order(
-        command=CreateOrder(items=(RequestedItem(MUG, 2),), payment_token="tok_ok"),
-        principal=customer(),
-        uow=uow_factory(),
-        catalog=catalog,
-        saga_mode=SagaMode.ORCHESTRATION,
-        saga_runs_here=Died(),
-    )
+    order = await place(uow_factory, catalog, saga_runs_here=Died())
     # once the claim has run out, any worker finishes it
     await confirmed_by(
         worker("fresh", uow_factory, catalog, FakePaymentProvider()), uow_factory, order.id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import replace
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -22,7 +21,8 @@ class SagaRepository(abc.ABC):
 
     @abc.abstractmethod
     async def add(self, saga: Saga) -> None:
-        """Store a new saga."""
+        """Store a new saga, with the trace context of the current span as its trace parent
+        (set on `saga` too, so that it is the saga as stored)."""
 
     @abc.abstractmethod
     async def get(self, order_id: str, *, for_update: bool = False) -> Saga | None:
@@ -90,7 +90,8 @@ class SqlSagaRepository(SagaRepository):
 
     async def add(self, saga: Saga) -> None:
         self._session.info[SAGA_CHANGED] = True
-        row = _row(replace(saga, trace_parent=current_traceparent()))
+        saga.trace_parent = current_traceparent()
+        row = _row(saga)
         self._session.add(row)
         self._rows[saga.order_id] = row
 

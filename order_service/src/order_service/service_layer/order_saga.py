@@ -155,7 +155,10 @@ class SagaRunner:
         # a read: _store checks again, under lock, that the saga is still at this step
         async with self._read_uow_factory() as uow:
             found = await uow.order_with_saga(order_id)
-        return None if found is None else (found[1], found[0])
+        if found is None:
+            return None
+        order, saga = found
+        return saga, order
 
     async def _execute(self, saga: Saga, order: Order) -> tuple[Effect, Effect | None]:
         """Do the step's outside work; what to store if the saga is still at that step, and

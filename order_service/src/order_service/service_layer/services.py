@@ -9,7 +9,7 @@ from __future__ import annotations
 from tienda_platform.auth import Principal
 from tienda_platform.errors import FailedPrecondition
 from tienda_platform.ids import new_id
-from tienda_platform.telemetry import current_traceparent, set_span_attributes
+from tienda_platform.telemetry import set_span_attributes
 
 from order_service.domain.commands import CancelOrder, CreateOrder
 from order_service.domain.errors import IllegalTransition, OrderNotFound, ProductNotFound
@@ -80,7 +80,6 @@ async def create_order(
         if saga_mode is SagaMode.ORCHESTRATION:
             now = utc_now()
             saga = Saga.start(order_id=order.id, mode=saga_mode, step=SagaStep.RESERVE, now=now)
-            saga.trace_parent = current_traceparent()
             if saga_runs_here is not None:
                 worker, until = saga_runs_here.lease(now)
                 saga.claim(worker=worker, until=until, now=now)
