@@ -15,6 +15,8 @@ from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tienda_platform import sqlite
+
 
 class PlatformTable(SQLModel, registry=registry()):
     """Base of the tables every service has (outbox, processed events). Services keep their own
@@ -58,37 +60,36 @@ SQLITE_BUSY_SECONDS = 30
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine. On SQLite: WAL, a busy timeout, foreign keys, and transactions that
-    take the write lock at BEGIN (BEGIN IMMEDIATE), so concurrent writers queue instead of
-    failing when a read lock is upgraded; a read-only session's transactions begin deferred,
-    so reads never wait for the write lock and run beside a writer (WAL)."""
+    """An async engine. On SQLite: statements run in the event loop's thread (see
+    tienda_platform.sqlite), WAL, a busy timeout, foreign keys, and transactions that take
+    the write lock at BEGIN (BEGIN IMMEDIATE), so concurrent writers queue instead of failing
+    when a read lock is upgraded; a read-only session's transactions begin deferred, so reads
+    never wait for the write lock and run beside a writer (WAL)."""
     if not is_sqlite(url):
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
         kwargs.setdefault("pool_pre_ping", True)
         return create_async_engine(url, **kwargs)
-    database = make_url(url).database
+    parsed = make_url(url)
+    database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+    (filename, *_), connect_args = parsed.get_dialect()().create_connect_args(parsed)
+    connect_args.pop("timeout", None)
+    connect_args.pop("check_same_thread", None)
+    kwargs.setdefault(
+        "async_creator",
+        sqlite.creator(filename, busy_timeout_ms=SQLITE_BUSY_SECONDS * 1000, **connect_args),
+    )
     # the pool's reset on return is the handler below
     kwargs.setdefault("pool_reset_on_return", None)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, **kwargs)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
-        cursor.close()
+    engine = create_async_engine(url, **kwargs)
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
         # A connection goes back to the pool with no transaction open: the pool's default
-        # reset rolls back anyway, after every commit, and each call to aiosqlite is a trip to
-        # its thread. SQLite knows whether a transaction is open; roll back only then.
+        # reset rolls back anyway, after every commit. SQLite knows whether a transaction is
+        # open; roll back only then.
         if dbapi_connection.driver_connection.in_transaction:
             dbapi_connection.rollback()
 

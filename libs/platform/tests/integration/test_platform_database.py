@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tienda_platform import sqlite
 from tienda_platform.database import create_engine, session_factory
 
 pytestmark = pytest.mark.integration
@@ -78,21 +83,19 @@ async def test_with_tracing_on_statements_are_traced_and_pool_checkouts_are_not(
 async def test_a_connection_goes_back_to_the_pool_rolled_back_only_when_a_transaction_is_open(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aiosqlite
-
     rollbacks = 0
-    rollback = aiosqlite.Connection.rollback
+    rollback = sqlite.Connection.rollback
 
-    async def counted(self: aiosqlite.Connection) -> None:
+    async def counted(self: sqlite.Connection) -> None:
         nonlocal rollbacks
         rollbacks += 1
         await rollback(self)
 
-    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+    monkeypatch.setattr(sqlite.Connection, "rollback", counted)
     writers = session_factory(engine)
     async with writers() as writer, writer.begin():
         await writer.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
-    # committed: nothing to roll back, and no trip to aiosqlite's thread to do it
+    # committed: nothing to roll back
     assert rollbacks == 0
 
     # a transaction the pool does not know of is still rolled back when the connection returns
@@ -105,3 +108,73 @@ async def test_a_connection_goes_back_to_the_pool_rolled_back_only_when_a_transa
     assert rollbacks == 1
     async with session_factory(engine, read_only=True)() as reader:
         assert await reader.scalar(sa.text("SELECT units FROM stock")) == 4
+
+
+async def test_statements_run_in_the_event_loops_thread(engine: AsyncEngine) -> None:
+    threads: list[int] = []
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, sqlite.Connection)
+        await driver.create_function("thread", 0, lambda: threads.append(threading.get_ident()))
+    async with session_factory(engine)() as session, session.begin():
+        await session.exec(sa.text("SELECT thread()"))  # type: ignore[call-overload]
+        await session.exec(sa.text("UPDATE stock SET units = thread() IS NULL"))  # type: ignore[call-overload]
+    assert threads == [threading.get_ident()] * 2
+
+
+async def test_a_writer_waits_for_the_lock_off_the_event_loop(engine: AsyncEngine) -> None:
+    """The lock's holder is a task of this event loop: a second writer waiting for the lock in
+    the loop's thread would stop the holder from ever committing."""
+    writers = session_factory(engine)
+    second_waiting = asyncio.Event()
+    waited_in: list[int] = []
+
+    async def second_writer() -> None:
+        second_waiting.set()
+        async with writers() as writer, writer.begin():
+            await writer.exec(sa.text("UPDATE stock SET units = units * 10"))  # type: ignore[call-overload]
+
+    original = sqlite.Connection._waiting
+
+    def waiting(self: sqlite.Connection, connection: Any, call: Any) -> Any:
+        waited_in.append(threading.get_ident())
+        return original(self, connection, call)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite.Connection, "_waiting", waiting)
+        async with writers() as first, first.begin():
+            await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
+            second = asyncio.create_task(second_writer())
+            await second_waiting.wait()
+            # the loop runs on while the second writer waits for the lock
+            await asyncio.wait_for(_until(lambda: bool(waited_in)), timeout=5)
+            assert not second.done()
+        await asyncio.wait_for(second, timeout=10)
+
+    assert waited_in and waited_in[0] != threading.get_ident()
+    async with session_factory(engine, read_only=True)() as reader:
+        assert await reader.scalar(sa.text("SELECT units FROM stock")) == 40
+
+
+async def test_a_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "locked.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x INT)")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        connection = await sqlite.creator(str(path), busy_timeout_ms=300)()
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await connection.execute("BEGIN IMMEDIATE")
+        assert 0.25 < time.monotonic() - started < 5
+        await connection.close()
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
