@@ -72,7 +72,9 @@ class Connection:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(LOCK_WAITERS, self._waiting, connection, call)
 
-    def _waiting(self, connection: sqlite3.Connection, call: Callable[[sqlite3.Connection], T]) -> T:
+    def _waiting(
+        self, connection: sqlite3.Connection, call: Callable[[sqlite3.Connection], T]
+    ) -> T:
         connection.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}").close()
         try:
             return call(connection)
@@ -133,9 +135,7 @@ class Cursor:
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
-    async def execute(
-        self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()
-    ) -> Cursor:
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
         def call(connection: sqlite3.Connection) -> _Result:
             cursor = connection.cursor()
             try:

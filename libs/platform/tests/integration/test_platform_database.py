@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,8 @@ async def test_a_writer_waits_for_the_lock_off_the_event_loop(engine: AsyncEngin
     """The lock's holder is a task of this event loop: a second writer waiting for the lock in
     the loop's thread would stop the holder from ever committing."""
     writers = session_factory(engine)
-    second_waiting = asyncio.Event()
+    second_waiting, second_off_the_loop = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
     waited_in: list[int] = []
 
     async def second_writer() -> None:
@@ -139,6 +140,7 @@ async def test_a_writer_waits_for_the_lock_off_the_event_loop(engine: AsyncEngin
 
     def waiting(self: sqlite.Connection, connection: Any, call: Any) -> Any:
         waited_in.append(threading.get_ident())
+        loop.call_soon_threadsafe(second_off_the_loop.set)
         return original(self, connection, call)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -148,7 +150,7 @@ async def test_a_writer_waits_for_the_lock_off_the_event_loop(engine: AsyncEngin
             second = asyncio.create_task(second_writer())
             await second_waiting.wait()
             # the loop runs on while the second writer waits for the lock
-            await asyncio.wait_for(_until(lambda: bool(waited_in)), timeout=5)
+            await asyncio.wait_for(second_off_the_loop.wait(), timeout=5)
             assert not second.done()
         await asyncio.wait_for(second, timeout=10)
 
@@ -173,8 +175,3 @@ async def test_a_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
     finally:
         holder.rollback()
         holder.close()
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
