@@ -46,7 +46,7 @@ async def test_a_query_reads_the_last_commit_while_a_writer_holds_the_lock(
         assert await reader.scalar(sa.text("SELECT units FROM stock")) == 4
 
 
-async def test_with_tracing_on_statements_are_traced_and_pool_checkouts_are_not(
+async def test_with_tracing_on_every_engine_is_traced_and_pool_checkouts_are_not(
     engine: AsyncEngine,
 ) -> None:
     from opentelemetry import trace
@@ -78,6 +78,81 @@ async def test_with_tracing_on_statements_are_traced_and_pool_checkouts_are_not(
     assert any(name.startswith("UPDATE") for name in names), names
     assert any(name.startswith("SELECT") for name in names), names
     assert "connect" not in names
+
+
+def _tracer_asked(sampler: Any) -> tuple[Any, Any, list[str]]:
+    """A tracer sampling with sampler, its exporter, and the names of the spans it was asked
+    to sample (every span started, kept or not)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+    asked: list[str] = []
+
+    class Asked(Sampler):
+        def should_sample(self, parent: Any, trace_id: int, name: str, *args: Any) -> Any:
+            asked.append(name)
+            return sampler.should_sample(parent, trace_id, name, *args)
+
+        def get_description(self) -> str:
+            return "Asked"
+
+    provider = TracerProvider(sampler=Asked())
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter, asked
+
+
+async def test_a_statement_span_has_the_database_attributes_and_errors_are_marked(
+    tmp_path: Path,
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from opentelemetry.trace import SpanKind, StatusCode
+    from tienda_platform.telemetry import StatementTracer
+
+    tracer, exporter, _ = _tracer_asked(ALWAYS_ON)
+    path = tmp_path / "traced.sqlite"
+    traced = create_engine(f"sqlite+aiosqlite:///{path}")
+    StatementTracer(traced.sync_engine, tracer)
+    with tracer.start_as_current_span("request"):
+        async with traced.begin() as connection:
+            await connection.execute(sa.text("/* why */ CREATE TABLE t (x INT PRIMARY KEY)"))
+            await connection.execute(sa.text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(sa.exc.IntegrityError):
+            async with traced.begin() as connection:
+                await connection.execute(sa.text("INSERT INTO t VALUES (1)"))
+    await traced.dispose()
+
+    spans = [span for span in exporter.get_finished_spans() if span.name != "request"]
+    assert [span.name for span in spans] == [f"CREATE {path}", f"INSERT {path}", f"INSERT {path}"]
+    assert all(span.kind is SpanKind.CLIENT for span in spans)
+    assert spans[1].attributes == {
+        "db.system": "sqlite",
+        "db.name": str(path),
+        "db.statement": "INSERT INTO t VALUES (1)",
+    }
+    assert spans[1].status.status_code is StatusCode.UNSET
+    assert spans[2].status.status_code is StatusCode.ERROR
+    assert "UNIQUE" in (spans[2].status.description or "")
+
+
+async def test_a_statement_outside_a_kept_trace_starts_no_span(engine: AsyncEngine) -> None:
+    """Outside any trace, or in a trace that is not kept, a statement's span would be dropped:
+    it is not even started (the sampler is never asked about it)."""
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+    from tienda_platform.telemetry import QuietSampler, StatementTracer
+
+    tracer, exporter, asked = _tracer_asked(QuietSampler(ParentBasedTraceIdRatio(0.0)))
+    StatementTracer(engine.sync_engine, tracer)
+    async with engine.connect() as connection:
+        await connection.execute(sa.text("SELECT units FROM stock"))  # outside any trace
+    with tracer.start_as_current_span("request"):  # a trace that is not kept
+        async with engine.connect() as connection:
+            await connection.execute(sa.text("SELECT units FROM stock"))
+
+    assert asked == ["request"]
+    assert exporter.get_finished_spans() == ()
 
 
 async def test_a_connection_goes_back_to_the_pool_rolled_back_only_when_a_transaction_is_open(
