@@ -258,8 +258,12 @@ class EventConsumer:
                     with self._span(stream, event, quiet=True):
                         await event.handler(session, event.envelope, event.payload)
                         # the next handler reads the database, not objects of this one
-                        await session.flush()
-                        session.expunge_all()
+                        # (a handler that changed nothing, as most do for most events,
+                        # leaves nothing to flush)
+                        if session.new or session.dirty or session.deleted:
+                            await session.flush()
+                        if session.identity_map:
+                            session.expunge_all()
                 now = datetime.now(UTC)
                 await session.exec(
                     sa.insert(ProcessedEvent),
