@@ -11,7 +11,10 @@ holding the lock from ever releasing it if both belong to this process. So conne
 a busy timeout of 0: a statement that finds the lock taken fails at once, and is then run
 again in a thread of `LOCK_WAITERS`, with the busy timeout, while the event loop carries on.
 Only statements that find the lock taken go there; a connection that holds the lock never
-does, so the lock's holder never waits for a waiter's thread.
+does, so the lock's holder never waits for a waiter's thread. A task cancelled while its
+statement waits there is cancelled once the statement has finished: until then the
+connection is in use by that thread, and rolling it back or closing it meanwhile would race
+with it (and leave the lock taken for good once the statement got it).
 
 It plugs into SQLAlchemy's aiosqlite dialect (`sqlite+aiosqlite://` URLs) through
 `create_async_engine(async_creator=...)`: the dialect sees an object with aiosqlite's
@@ -69,8 +72,20 @@ class Connection:
         except sqlite3.OperationalError as error:
             if not _is_busy(error):
                 raise
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(LOCK_WAITERS, self._waiting, connection, call)
+        waiting = asyncio.get_running_loop().run_in_executor(
+            LOCK_WAITERS, self._waiting, connection, call
+        )
+        cancelled = False
+        while not waiting.done():
+            try:
+                await asyncio.wait([waiting])
+            except asyncio.CancelledError:
+                # The statement goes on in its thread: the connection is not to be used
+                # (rolled back, closed, given to another task) before it has finished.
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        return waiting.result()
 
     def _waiting(
         self, connection: sqlite3.Connection, call: Callable[[sqlite3.Connection], T]

@@ -250,3 +250,42 @@ async def test_a_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
     finally:
         holder.rollback()
         holder.close()
+
+
+async def test_a_writer_cancelled_while_waiting_for_the_lock_leaves_no_lock_behind(
+    engine: AsyncEngine,
+) -> None:
+    """Its statement goes on in its thread after the cancellation and takes the lock once
+    the holder commits: the cancellation waits for it, so that the connection is rolled
+    back after it, not before (which would leave the lock taken for good)."""
+    writers = session_factory(engine)
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.Event()
+    original = sqlite.Connection._waiting
+
+    def signalled(self: sqlite.Connection, connection: Any, call: Any) -> Any:
+        loop.call_soon_threadsafe(waiting.set)
+        return original(self, connection, call)
+
+    async def second_writer() -> None:
+        async with writers() as writer, writer.begin():
+            await writer.exec(sa.text("UPDATE stock SET units = 99"))  # type: ignore[call-overload]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite.Connection, "_waiting", signalled)
+        async with writers() as first, first.begin():
+            await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
+            second = asyncio.create_task(second_writer())
+            await asyncio.wait_for(waiting.wait(), timeout=5)
+            second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(second, timeout=10)
+
+    # the lock is free: a third writer gets it at once, and the cancelled write is not there
+    async with writers() as third, third.begin():
+        await asyncio.wait_for(
+            third.exec(sa.text("UPDATE stock SET units = units + 1")),  # type: ignore[call-overload]
+            timeout=5,
+        )
+    async with session_factory(engine, read_only=True)() as reader:
+        assert await reader.scalar(sa.text("SELECT units FROM stock")) == 5
