@@ -31,8 +31,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Threads for statements waiting for the write lock: a waiter holds one until the lock is
-# free, so there are enough for every connection a process's pools would open at once.
+# Threads for statements waiting for the write lock, each held until the lock is free: more
+# than the connections a process's pools open at once. The lock's holder never needs one,
+# so should they all be taken, further waiters only queue.
 LOCK_WAITERS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sqlite-lock-wait")
 
 _Result = tuple[Any, int, Any, list[Any]]  # description, rowcount, lastrowid, rows
