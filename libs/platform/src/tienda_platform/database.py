@@ -74,9 +74,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # the file name and flags (uri=...) as sqlite3.connect takes them from this URL
     (filename, *_), connect_args = parsed.get_dialect()().create_connect_args(parsed)
-    connect_args.pop("timeout", None)
-    connect_args.pop("check_same_thread", None)
     kwargs.setdefault(
         "async_creator",
         sqlite.creator(filename, busy_timeout_ms=SQLITE_BUSY_SECONDS * 1000, **connect_args),

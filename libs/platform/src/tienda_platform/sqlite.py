@@ -53,11 +53,6 @@ class Connection:
     def __init__(self, connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
         self._connection: sqlite3.Connection | None = connection
         self._busy_timeout_ms = busy_timeout_ms
-        self._tx = _Inline()  # SQLAlchemy's isolation-level setter queues a call here
-
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        return self._live()
 
     def _live(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -100,10 +95,6 @@ class Connection:
     @property
     def in_transaction(self) -> bool:
         return self._live().in_transaction
-
-    @property
-    def isolation_level(self) -> str | None:
-        return self._live().isolation_level
 
     def cursor(self) -> Cursor:
         return Cursor(self)
@@ -198,21 +189,6 @@ class Cursor:
 
     async def close(self) -> None:
         self._rows = []
-
-
-class _Inline:
-    """Stands for aiosqlite's queue of calls to its thread: runs the call at once."""
-
-    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
-        future, call = item
-        try:
-            result = call()
-        except BaseException as error:
-            if future is not None:
-                future.set_exception(error)
-            return
-        if future is not None:
-            future.set_result(result)
 
 
 def creator(

@@ -179,11 +179,12 @@ class StatementTracer:
             self._names[statement] = name
         return name
 
-    def _before(self, _conn: Any, _cursor: Any, statement: str, *rest: Any) -> None:
+    def _before(
+        self, _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, *_: Any
+    ) -> None:
         parent = trace.get_current_span().get_span_context()
         if not parent.trace_flags.sampled:  # also false outside any trace
             return
-        context = rest[1]
         context._tienda_span = self._tracer.start_span(
             self._name(statement),
             kind=SpanKind.CLIENT,
