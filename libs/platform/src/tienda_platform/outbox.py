@@ -126,6 +126,9 @@ class OutboxRelay:
         backoff = self._idle
         cleaned_at = datetime.min.replace(tzinfo=UTC)
         while True:
+            # cleared before the batch is read: a transaction that commits while the batch is
+            # being published wakes the next round instead of waiting for the idle poll
+            self._wake.clear()
             try:
                 published = await self.publish_batch()
                 backoff = self._idle
@@ -141,7 +144,6 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 continue
             if published < self._batch_size:
-                self._wake.clear()
                 await wait_for_event(self._wake, self._idle)
 
     async def publish_batch(self) -> int:

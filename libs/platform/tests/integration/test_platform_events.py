@@ -161,6 +161,37 @@ async def test_commands_commit_while_the_relay_waits_for_redis_on_sqlite(
     await relay._broker.stop()
 
 
+async def test_an_event_committed_while_the_relay_publishes_is_not_left_for_the_idle_poll(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    await client.delete(AUTH_EVENTS)
+
+    class Interrupted(OutboxRelay):
+        """A command commits (and wakes the relay) while the first batch is on its way."""
+
+        async def _publish(self, rows):  # type: ignore[no-untyped-def]
+            if not written_during:
+                written_during.extend(await write_events(engine, ["b"]))
+                self.notify()
+            await super()._publish(rows)
+
+    written_during: list[EventEnvelope] = []
+    await write_events(engine, ["a"])
+    # an idle poll far beyond the wait below: only the wake-up can publish b in time
+    relay = Interrupted(engine=engine, broker=RedisBroker(redis_url), idle_seconds=600)
+    running = asyncio.create_task(relay.run())
+    try:
+        await wait_for(lambda: _stream_length(client, 2), within=10)
+        assert [_user_of(fields) for _, fields in await client.xrange(AUTH_EVENTS)] == ["a", "b"]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await relay._broker.stop()
+        await client.delete(AUTH_EVENTS)
+        await client.aclose()
+
+
 async def test_two_relays_on_one_sqlite_file_publish_each_event_once(
     redis_url: str, engine: AsyncEngine
 ) -> None:
