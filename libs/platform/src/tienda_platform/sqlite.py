@@ -7,14 +7,21 @@ microseconds, less than one such trip. This driver runs statements where they ar
 
 One call can wait long: taking the write lock (a BEGIN IMMEDIATE, or a first write) while
 another connection holds it. Done in the event loop's thread, that wait would stop the task
-holding the lock from ever releasing it if both belong to this process. So connections have
-a busy timeout of 0: a statement that finds the lock taken fails at once, and is then run
-again in a thread of `LOCK_WAITERS`, with the busy timeout, while the event loop carries on.
-Only statements that find the lock taken go there; a connection that holds the lock never
-does, so the lock's holder never waits for a waiter's thread. A task cancelled while its
-statement waits there is cancelled once the statement has finished: until then the
-connection is in use by that thread, and rolling it back or closing it meanwhile would race
-with it (and leave the lock taken for good once the statement got it).
+holding the lock from ever releasing it if both belong to this process. So:
+
+- The writers of one engine take turns in the process (`WriteQueue`): a BEGIN IMMEDIATE
+  first waits, without blocking the loop, until the engine's previous writer has committed
+  or rolled back, and writers go in the order they asked. SQLite's own wait for a busy lock
+  polls with sleeps of up to 100 ms, which under load left the lock idle while writers slept,
+  and ran each wait in a thread.
+- Connections have a busy timeout of 0: a statement that still finds the lock taken (by
+  another process, or another engine on the same file) fails at once, and is then run again
+  in a thread of `LOCK_WAITERS`, with the busy timeout, while the event loop carries on. A
+  connection that holds the lock never goes there, so the lock's holder never waits for a
+  waiter's thread. A task cancelled while its statement waits there is cancelled once the
+  statement has finished: until then the connection is in use by that thread, and rolling
+  it back or closing it meanwhile would race with it (and leave the lock taken for good once
+  the statement got it).
 
 It plugs into SQLAlchemy's aiosqlite dialect (`sqlite+aiosqlite://` URLs) through
 `create_async_engine(async_creator=...)`: the dialect sees an object with aiosqlite's
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -46,23 +54,76 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "database is locked" in str(error)
 
 
+class WriteQueue:
+    """The connections of one engine that want the write lock, served one at a time in the
+    order they asked: a BEGIN IMMEDIATE first waits here, so that this process's writers take
+    turns without polling SQLite for the lock; the lock is handed on the moment its holder
+    commits or rolls back. Only a holder in another process (or engine) makes a writer wait
+    in a lock waiter's thread."""
+
+    def __init__(self, patience_seconds: float) -> None:
+        self._patience = patience_seconds
+        # asyncio locks belong to one event loop; tests run several loops in one process
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def join(self) -> asyncio.Lock:
+        """Wait for this connection's turn (as long as the busy timeout); the lock to
+        release when its transaction ends."""
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        if lock.locked():
+            try:
+                async with asyncio.timeout(self._patience):
+                    await lock.acquire()
+            except TimeoutError:
+                raise sqlite3.OperationalError("database is locked") from None
+        else:
+            await lock.acquire()
+        return lock
+
+
 class Connection:
     """An aiosqlite-like connection over a sqlite3 connection in autocommit mode (the engine
     issues BEGIN itself)."""
 
-    def __init__(self, connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, busy_timeout_ms: int, queue: WriteQueue
+    ) -> None:
         self._connection: sqlite3.Connection | None = connection
         self._busy_timeout_ms = busy_timeout_ms
+        self._queue = queue
+        self._turn: asyncio.Lock | None = None  # held from BEGIN IMMEDIATE to its end
 
     def _live(self) -> sqlite3.Connection:
         if self._connection is None:
             raise ValueError("no active connection")
         return self._connection
 
-    async def run(self, call: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, call: Callable[[sqlite3.Connection], T], *, writes: bool = False) -> T:
         """call(connection) here; in a lock waiter's thread, with the busy timeout, if the
-        write lock is taken."""
+        write lock is taken. A call that `writes` (BEGIN IMMEDIATE) first waits for its turn
+        among this engine's writers."""
         connection = self._live()
+        if writes and self._turn is None:
+            self._turn = await self._queue.join()
+        try:
+            return await self._run(connection, call)
+        finally:
+            if self._turn is not None and not connection.in_transaction:
+                self._end_turn()
+
+    def _end_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.release()
+
+    async def _run(
+        self, connection: sqlite3.Connection, call: Callable[[sqlite3.Connection], T]
+    ) -> T:
         try:
             return call(connection)
         except sqlite3.OperationalError as error:
@@ -117,6 +178,7 @@ class Connection:
         self.stop()
 
     def stop(self) -> None:
+        self._end_turn()
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()
@@ -152,7 +214,7 @@ class Cursor:
             finally:
                 cursor.close()
 
-        self._keep(await self._connection.run(call))
+        self._keep(await self._connection.run(call, writes=sql.startswith("BEGIN IMMEDIATE")))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
@@ -202,9 +264,10 @@ def creator(
         "isolation_level": None,
         "check_same_thread": False,  # a lock waiter's thread uses it too, never at once
     }
+    queue = WriteQueue(busy_timeout_ms / 1000)
 
     async def connect() -> Connection:
-        connection = Connection(sqlite3.connect(database, **connect_args), busy_timeout_ms)
+        connection = Connection(sqlite3.connect(database, **connect_args), busy_timeout_ms, queue)
 
         def configure(raw: sqlite3.Connection) -> None:
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):

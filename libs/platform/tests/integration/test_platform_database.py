@@ -198,9 +198,49 @@ async def test_statements_run_in_the_event_loops_thread(engine: AsyncEngine) -> 
     assert threads == [threading.get_ident()] * 2
 
 
-async def test_a_writer_waits_for_the_lock_off_the_event_loop(engine: AsyncEngine) -> None:
-    """The lock's holder is a task of this event loop: a second writer waiting for the lock in
-    the loop's thread would stop the holder from ever committing."""
+async def test_writers_of_one_engine_take_turns_in_order_without_polling_the_lock(
+    engine: AsyncEngine,
+) -> None:
+    """They queue in the process, in the order they asked, and each has the lock the moment
+    the one before ends its transaction: none waits for it in a lock waiter's thread."""
+    writers = session_factory(engine)
+    in_threads: list[int] = []
+    asked = {k: asyncio.Event() for k in (1, 2, 3)}
+
+    def waiting(self: sqlite.Connection, connection: Any, call: Any) -> Any:
+        in_threads.append(threading.get_ident())
+        return original(self, connection, call)
+
+    async def writer(k: int) -> None:
+        asked[k].set()  # it runs on until it waits for its turn
+        async with writers() as session, session.begin():
+            await session.exec(sa.text(f"UPDATE stock SET units = units * 10 + {k}"))  # type: ignore[call-overload]
+
+    original = sqlite.Connection._waiting
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite.Connection, "_waiting", waiting)
+        async with writers() as first, first.begin():
+            await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
+            queued = []
+            for k in (1, 2, 3):
+                queued.append(asyncio.create_task(writer(k)))
+                await asyncio.wait_for(asked[k].wait(), timeout=5)  # before the next asks
+            assert not any(task.done() for task in queued)
+        await asyncio.wait_for(asyncio.gather(*queued), timeout=10)
+
+    assert in_threads == []
+    async with session_factory(engine, read_only=True)() as reader:
+        # in the order they asked: ((4 * 10 + 1) * 10 + 2) * 10 + 3
+        assert await reader.scalar(sa.text("SELECT units FROM stock")) == 4123
+
+
+async def test_a_writer_waits_for_another_engines_lock_off_the_event_loop(
+    engine: AsyncEngine,
+) -> None:
+    """The lock's holder is another engine on the same file (as a replica's would be), here
+    a task of this event loop: a writer waiting for the lock in the loop's thread would stop
+    the holder from ever committing."""
+    other = create_engine(str(engine.url))
     writers = session_factory(engine)
     second_waiting, second_off_the_loop = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -218,20 +258,40 @@ async def test_a_writer_waits_for_the_lock_off_the_event_loop(engine: AsyncEngin
         loop.call_soon_threadsafe(second_off_the_loop.set)
         return original(self, connection, call)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sqlite.Connection, "_waiting", waiting)
-        async with writers() as first, first.begin():
-            await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
-            second = asyncio.create_task(second_writer())
-            await second_waiting.wait()
-            # the loop runs on while the second writer waits for the lock
-            await asyncio.wait_for(second_off_the_loop.wait(), timeout=5)
-            assert not second.done()
-        await asyncio.wait_for(second, timeout=10)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sqlite.Connection, "_waiting", waiting)
+            async with session_factory(other)() as first, first.begin():
+                await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
+                second = asyncio.create_task(second_writer())
+                await second_waiting.wait()
+                # the loop runs on while the second writer waits for the lock
+                await asyncio.wait_for(second_off_the_loop.wait(), timeout=5)
+                assert not second.done()
+            await asyncio.wait_for(second, timeout=10)
+    finally:
+        await other.dispose()
 
     assert waited_in and waited_in[0] != threading.get_ident()
     async with session_factory(engine, read_only=True)() as reader:
         assert await reader.scalar(sa.text("SELECT units FROM stock")) == 40
+
+
+async def test_a_writer_gives_up_its_turn_after_the_busy_timeout(tmp_path: Path) -> None:
+    connect = sqlite.creator(str(tmp_path / "queued.sqlite"), busy_timeout_ms=300)
+    holder, waiter, last = await connect(), await connect(), await connect()
+    await holder.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await waiter.execute("BEGIN IMMEDIATE")
+    assert 0.25 < time.monotonic() - started < 5
+    # the holder's connection closes without a commit: its turn ends with it, and the waiter
+    # that gave up holds none, so the next writer has the lock at once
+    await holder.close()
+    await asyncio.wait_for(last.execute("BEGIN IMMEDIATE"), timeout=1)
+    await last.rollback()
+    for connection in (waiter, last):
+        await connection.close()
 
 
 async def test_a_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
@@ -258,6 +318,7 @@ async def test_a_writer_cancelled_while_waiting_for_the_lock_leaves_no_lock_behi
     """Its statement goes on in its thread after the cancellation and takes the lock once
     the holder commits: the cancellation waits for it, so that the connection is rolled
     back after it, not before (which would leave the lock taken for good)."""
+    other = create_engine(str(engine.url))  # the holder: another engine on the same file
     writers = session_factory(engine)
     loop = asyncio.get_running_loop()
     waiting = asyncio.Event()
@@ -271,15 +332,18 @@ async def test_a_writer_cancelled_while_waiting_for_the_lock_leaves_no_lock_behi
         async with writers() as writer, writer.begin():
             await writer.exec(sa.text("UPDATE stock SET units = 99"))  # type: ignore[call-overload]
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sqlite.Connection, "_waiting", signalled)
-        async with writers() as first, first.begin():
-            await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
-            second = asyncio.create_task(second_writer())
-            await asyncio.wait_for(waiting.wait(), timeout=5)
-            second.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(second, timeout=10)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sqlite.Connection, "_waiting", signalled)
+            async with session_factory(other)() as first, first.begin():
+                await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
+                second = asyncio.create_task(second_writer())
+                await asyncio.wait_for(waiting.wait(), timeout=5)
+                second.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(second, timeout=10)
+    finally:
+        await other.dispose()
 
     # the lock is free: a third writer gets it at once, and the cancelled write is not there
     async with writers() as third, third.begin():
