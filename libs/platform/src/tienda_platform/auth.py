@@ -118,16 +118,39 @@ class JwksKeySource:
 
 
 class TokenVerifier:
-    """Verifies EdDSA access tokens: signature, kid, expiry, issuer, audience and type."""
+    """Verifies EdDSA access tokens: signature, kid, expiry, issuer, audience and type.
 
-    def __init__(self, keys: JwksKeySource, *, issuer: str, audience: str) -> None:
+    A token is checked in full once: the same token (byte for byte, signature included) is
+    then taken from a bounded cache until it expires or its signing key leaves the JWKS. An
+    order's calls carry the same few tokens from service to service, and a full check (the
+    signature above all) costs more than most of the handlers it guards."""
+
+    def __init__(
+        self, keys: JwksKeySource, *, issuer: str, audience: str, cache_size: int = 4096
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
+        self._cache_size = cache_size
+        # token -> (its principal, its expiry as a Unix time, its kid, the key of that kid)
+        self._verified: dict[str, tuple[Principal, float, str, Any]] = {}
 
     async def verify(self, token: str) -> Principal:
         if len(token) > 4096:
             raise Unauthenticated("invalid token")
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires, kid, key = cached
+            if time.time() < expires and await self._keys.key_for(kid) is key:
+                return principal
+            del self._verified[token]  # and checked in full below, which says what is wrong
+        verified = await self._verify(token)
+        if len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = verified
+        return verified[0]
+
+    async def _verify(self, token: str) -> tuple[Principal, float, str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -159,7 +182,8 @@ class TokenVerifier:
             ROLE_SERVICE,
         ):
             raise Unauthenticated("invalid token")
-        return Principal(user_id=str(claims["sub"]), role=str(claims["role"]), token=token)
+        principal = Principal(user_id=str(claims["sub"]), role=str(claims["role"]), token=token)
+        return principal, float(claims["exp"]), kid, key
 
 
 def grpc_jwks_fetcher(target: str, *, timeout: float = 3.0) -> JwksFetcher:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from typing import Any
@@ -107,3 +108,73 @@ async def test_jwks_unreachable_at_first_use_is_unauthenticated() -> None:
     mint = TokenMint(Ed25519PrivateKey.generate(), kid="k")
     with pytest.raises(Unauthenticated, match="signing keys unavailable"):
         await verifier.verify(mint.token("u"))
+
+
+async def test_a_token_is_checked_in_full_once_then_taken_from_the_cache(
+    token_mint: TokenMint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = token_mint.verifier()
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    alice, bob = token_mint.token("alice"), token_mint.token("bob", "admin")
+    for _ in range(3):
+        assert (await verifier.verify(alice)).user_id == "alice"
+        assert (await verifier.verify(bob)).is_admin
+    assert decoded == [alice, bob]
+    # a token that differs from a cached one in its signature alone is checked, and refused
+    forged = alice[:-4] + ("AAAA" if not alice.endswith("AAAA") else "BBBB")
+    with pytest.raises(Unauthenticated, match="invalid token"):
+        await verifier.verify(forged)
+
+
+async def test_a_cached_token_still_expires(
+    token_mint: TokenMint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = token_mint.verifier()
+    token = token_mint.token("u", ttl=60)
+    await verifier.verify(token)
+    later = time.time() + 61
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Later:
+            return cls.fromtimestamp(later, tz)
+
+    # a minute on, for the cache and for PyJWT alike
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    with pytest.raises(Unauthenticated, match="token expired"):
+        await verifier.verify(token)
+
+
+async def test_a_cached_token_is_refused_once_its_key_leaves_the_jwks(
+    token_mint: TokenMint,
+) -> None:
+    current: dict[str, Any] = token_mint.jwks()
+
+    async def fetch() -> dict[str, Any]:
+        return current
+
+    keys = JwksKeySource(fetch, ttl=0, min_refresh=0)  # refetched at every use
+    verifier = TokenVerifier(keys, issuer="tienda-auth", audience="tienda")
+    token = token_mint.token("u")
+    await verifier.verify(token)
+    current = TokenMint(Ed25519PrivateKey.generate(), kid="the-next-key").jwks()
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        await verifier.verify(token)
+
+
+async def test_the_cache_keeps_at_most_its_size(token_mint: TokenMint) -> None:
+    verifier = TokenVerifier(
+        token_mint.verifier()._keys, issuer="tienda-auth", audience="tienda", cache_size=2
+    )
+    tokens = [token_mint.token(f"user-{i}") for i in range(5)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert list(verifier._verified) == tokens[-2:]
