@@ -24,6 +24,7 @@ from tienda_platform.interceptors import (
     ErrorMappingInterceptor,
     MetricsInterceptor,
 )
+from tienda_platform.runtime import settle_heap
 
 # Probes and load balancers call health checks without a token.
 ALWAYS_PUBLIC = frozenset({"/grpc.health.v1.Health/Check"})
@@ -125,6 +126,7 @@ async def run_until_signalled(
     await server.start()
     await prepare()
     tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(job()) for job in background]
+    settle_heap()
     await server.mark_serving()
     logger.info(
         "serving {services} on {host}:{port}",

@@ -1,6 +1,9 @@
-"""What every process does first: JSON logs, tracing, and the build_info metric."""
+"""What every process does first (JSON logs, tracing, the build_info metric), and once it is
+ready (the start-up heap set aside from the garbage collector)."""
 
 from __future__ import annotations
+
+import gc
 
 from prometheus_client import Gauge
 
@@ -29,3 +32,22 @@ def start_observability(
         environment=settings.environment,
     )
     BUILD_INFO.labels(service_name, service_version).set(1)
+
+
+# Container objects allocated, net, between two young-generation collections (CPython's
+# default is 700), and how many of those between collections of the older generations.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def settle_heap() -> None:
+    """Called once the service is ready: the objects of its start-up (modules, descriptors,
+    mappers, compiled statements: most of the heap, and never garbage) are frozen out of the
+    garbage collector's way, and it collects less often.
+
+    A request allocates thousands of short-lived objects (spans above all, with tracing on),
+    so with CPython's defaults a full collection came every hundred orders or so and walked
+    those 165,000 start-up objects each time: with every trace exported, the collector took
+    about 2 ms of CPU per order in order_service, a tenth of its work."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

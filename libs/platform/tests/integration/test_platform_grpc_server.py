@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,7 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tienda_platform.auth import current_principal
 from tienda_platform.errors import InvalidArgument, NotFound
-from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
+from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig, run_until_signalled
+from tienda_platform.runtime import GC_THRESHOLDS
 from tienda_platform.testing import TokenMint
 
 pytestmark = pytest.mark.integration
@@ -37,9 +41,8 @@ class Servicer(auth_pb2_grpc.AuthServiceServicer):
         raise RuntimeError("database password is hunter2")
 
 
-@pytest.fixture
-async def server(token_mint: TokenMint) -> AsyncIterator[GrpcServer]:
-    server = GrpcServer(
+def new_server(token_mint: TokenMint) -> GrpcServer:
+    return GrpcServer(
         services=[
             GrpcService(
                 SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(Servicer(), s)
@@ -49,6 +52,11 @@ async def server(token_mint: TokenMint) -> AsyncIterator[GrpcServer]:
         verifier=token_mint.verifier(),
         public_methods=frozenset({f"/{SERVICE}/GetJwks"}),
     )
+
+
+@pytest.fixture
+async def server(token_mint: TokenMint) -> AsyncIterator[GrpcServer]:
+    server = new_server(token_mint)
     await server.start()
     yield server
     await server.stop()
@@ -163,16 +171,7 @@ async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
     collected = Collected()
     trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(collected))  # type: ignore[attr-defined]
-    server = GrpcServer(
-        services=[
-            GrpcService(
-                SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(Servicer(), s)
-            )
-        ],
-        config=ServerConfig(host="127.0.0.1", port=0, metrics_port=None, grace_seconds=1),
-        verifier=token_mint.verifier(),
-        public_methods=frozenset({f"/{SERVICE}/GetJwks"}),
-    )
+    server = new_server(token_mint)
     await server.start()
     try:
         await server.mark_serving()
@@ -189,3 +188,34 @@ async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
     names = [s.name for s in collected.spans]
     assert f"/{SERVICE}/GetJwks" in names
     assert not [n for n in names if "grpc.health" in n]
+
+
+async def test_a_service_sets_its_start_up_heap_aside_before_it_reports_serving(
+    token_mint: TokenMint,
+) -> None:
+    server = new_server(token_mint)
+    frozen_when_serving: list[int] = []
+    serving = asyncio.Event()
+    mark_serving = server.mark_serving
+
+    async def observed_mark_serving() -> None:
+        frozen_when_serving.append(gc.get_freeze_count())
+        await mark_serving()
+        serving.set()
+
+    async def prepare() -> None:
+        return None
+
+    server.mark_serving = observed_mark_serving  # type: ignore[method-assign]
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    running = asyncio.create_task(run_until_signalled(server, prepare=prepare))
+    try:
+        await asyncio.wait_for(serving.wait(), timeout=10)
+        assert frozen_when_serving[0] > 10_000  # the start-up heap: modules, descriptors, ...
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # what run_until_signalled stops on
+        await asyncio.wait_for(running, timeout=10)
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
