@@ -173,6 +173,21 @@ def max_order_run(
     return run, cpu_per_order
 
 
+def quiet(stack: Stack, timeout: float = 60.0) -> None:
+    """Wait until the services are idle (under a tenth of a core over half a second): an
+    order is terminal before its trailing work (emails, webhooks, read model) is done, and a
+    run that started on top of the last one's would measure both."""
+    pids = [process.pid for process in stack.processes.values()]
+    deadline = time.monotonic() + timeout
+    before = sum(cpu_seconds(pid) for pid in pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(cpu_seconds(pid) for pid in pids)
+        if now - before < 0.05:
+            return
+        before = now
+
+
 def warmed_up(stack: Stack, warm_up: int) -> tuple[str, str]:
     """An admin token and a product with ample stock, after warm_up orders of it."""
     token = admin_token(stack)
@@ -183,10 +198,15 @@ def warmed_up(stack: Stack, warm_up: int) -> tuple[str, str]:
 
 def order_figures(stack: Stack, label: str) -> float:
     token, product_id = warmed_up(stack, 50)
-    peak, cpu_per_order = max_order_run(stack, token, product_id, ORDERS)
+    quiet(stack)
+    # each run starts on idle services; the max run's CPU includes its orders' trailing work
+    peak, cpu_per_order = max_order_run(
+        stack, token, product_id, ORDERS, settled=lambda: quiet(stack)
+    )
     paced = asyncio.run(
         run_orders(stack, token=token, product_id=product_id, count=ORDERS, rate=100)
     )
+    quiet(stack)
     # within this machine's capacity: half of what it reached, and a light load, where the
     # time to terminal is the orders' own and not a queue's (100 orders: a p99 that is not
     # simply the slowest)
@@ -194,6 +214,7 @@ def order_figures(stack: Stack, label: str) -> float:
     sustained = asyncio.run(
         run_orders(stack, token=token, product_id=product_id, count=ORDERS, rate=half)
     )
+    quiet(stack)
     light = asyncio.run(run_orders(stack, token=token, product_id=product_id, count=100, rate=5))
     print(f"  {label:<34} max {peak.summary()}")
     print(f"  {label:<34} at 100/s {paced.summary()}")
