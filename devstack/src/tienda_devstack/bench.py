@@ -270,7 +270,7 @@ def section_tracing(tmp: Path) -> None:
     over OTLP, and one trace in ten (parentbased_traceidratio 0.1, as production would run).
     Bursts of orders go to each in turn while the others idle, in an order that rotates each
     round, so a drift of the machine's speed weighs on all three alike. A burst's CPU is
-    counted until its last span has reached the receiver."""
+    counted until its trailing work is done and its last span has reached the receiver."""
     print(
         f"\ntracing versus off, orchestration, {TRACING_ROUNDS} rounds of"
         f" {TRACING_ORDERS} orders per stack:"
@@ -303,13 +303,18 @@ def section_tracing(tmp: Path) -> None:
         # a first burst each, not counted: the first hundred orders of a stack run slower
         ready = {label: warmed_up(stack, TRACING_ORDERS) for label, stack in stacks.items()}
         _spans_settled(receiver)
+        for stack in stacks.values():
+            quiet(stack)
         for round_ in range(TRACING_ROUNDS):
             for label in labels[round_ % 3 :] + labels[: round_ % 3]:
+
+                def settled(stack: Stack = stacks[label]) -> None:
+                    # the burst's trailing work is done, and its spans have arrived
+                    quiet(stack)
+                    _spans_settled(receiver)
+
                 run, cpu_by_process = max_order_run(
-                    stacks[label],
-                    *ready[label],
-                    TRACING_ORDERS,
-                    settled=lambda: _spans_settled(receiver),
+                    stacks[label], *ready[label], TRACING_ORDERS, settled=settled
                 )
                 per_order = sum(cpu_by_process.values())
                 throughput[label].append(run.throughput)
