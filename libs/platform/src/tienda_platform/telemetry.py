@@ -70,9 +70,9 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
     )
     provider = TracerProvider(resource=resource, sampler=configured_sampler())
     if exporting():
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from tienda_platform.otlp import FastOTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(FastOTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
