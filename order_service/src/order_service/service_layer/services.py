@@ -60,22 +60,24 @@ async def create_order(
                 unit_price_cents=product.price_cents,
             )
         )
+    saga: Saga | None = None
+    # the customer's check and the order in one transaction: one commit instead of two, and
+    # on SQLite both under one write lock, so a user.deleted handled meanwhile comes either
+    # before the check or after the order (which it then cancels)
     async with uow:
         known = await uow.customers.get(principal.user_id)
-    if known is not None and known.deleted:
-        # the account is gone, though its access token may not have expired yet
-        raise FailedPrecondition("the customer account was deleted")
-    order = Order.place(
-        order_id=new_id(),
-        customer_id=principal.user_id,
-        lines=lines,
-        payment_token=command.payment_token,
-        now=utc_now(),
-        saga_mode=saga_mode,
-    )
-    set_span_attributes(order_id=order.id)
-    saga: Saga | None = None
-    async with uow:
+        if known is not None and known.deleted:
+            # the account is gone, though its access token may not have expired yet
+            raise FailedPrecondition("the customer account was deleted")
+        order = Order.place(
+            order_id=new_id(),
+            customer_id=principal.user_id,
+            lines=lines,
+            payment_token=command.payment_token,
+            now=utc_now(),
+            saga_mode=saga_mode,
+        )
+        set_span_attributes(order_id=order.id)
         await transitions.place(uow, order)
         if saga_mode is SagaMode.ORCHESTRATION:
             now = utc_now()
