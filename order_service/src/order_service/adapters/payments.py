@@ -42,35 +42,31 @@ class SimulatedPaymentProvider(PaymentProvider):
         async with asyncio.timeout(answer_within):
             if token == TIMEOUT_TOKEN:
                 await asyncio.get_running_loop().create_future()
-        known = await asyncio.shield(self._answer(idempotency_key))
-        if known is None:
-            known = await self._remember(
-                PaymentChargeRow(
-                    idempotency_key=idempotency_key,
-                    kind="charge",
-                    approved=token == APPROVED_TOKEN,
-                    amount_cents=amount_cents,
-                    provider_reference=f"sim_ch_{new_id()}",
-                    create_time=datetime.now(UTC),
-                )
+        known = await self._remember(
+            PaymentChargeRow(
+                idempotency_key=idempotency_key,
+                kind="charge",
+                approved=token == APPROVED_TOKEN,
+                amount_cents=amount_cents,
+                provider_reference=f"sim_ch_{new_id()}",
+                create_time=datetime.now(UTC),
             )
+        )
         return ChargeResult(approved=known.approved, provider_reference=known.provider_reference)
 
     async def refund(
         self, *, charge_reference: str, amount_cents: int, idempotency_key: str
     ) -> str:
-        known = await asyncio.shield(self._answer(idempotency_key))
-        if known is None:
-            known = await self._remember(
-                PaymentChargeRow(
-                    idempotency_key=idempotency_key,
-                    kind="refund",
-                    approved=True,
-                    amount_cents=amount_cents,
-                    provider_reference=f"sim_re_{new_id()}",
-                    create_time=datetime.now(UTC),
-                )
+        known = await self._remember(
+            PaymentChargeRow(
+                idempotency_key=idempotency_key,
+                kind="refund",
+                approved=True,
+                amount_cents=amount_cents,
+                provider_reference=f"sim_re_{new_id()}",
+                create_time=datetime.now(UTC),
             )
+        )
         return known.provider_reference
 
     async def _answer(self, idempotency_key: str) -> PaymentChargeRow | None:
@@ -78,7 +74,9 @@ class SimulatedPaymentProvider(PaymentProvider):
             return await session.get(PaymentChargeRow, idempotency_key)
 
     async def _remember(self, answer: PaymentChargeRow) -> PaymentChargeRow:
-        """Store answer; if a concurrent call stored one first, that one is the answer."""
+        """Store answer, unless a call with its idempotency key stored one first (an earlier
+        attempt, or a concurrent one): then that one is the answer. The insert comes first
+        and the read only on a conflict, so a new charge is one transaction."""
         return await asyncio.shield(self._store(answer))
 
     async def _store(self, answer: PaymentChargeRow) -> PaymentChargeRow:
