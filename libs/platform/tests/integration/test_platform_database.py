@@ -234,6 +234,27 @@ async def test_writers_of_one_engine_take_turns_in_order_without_polling_the_loc
         assert await reader.scalar(sa.text("SELECT units FROM stock")) == 4123
 
 
+async def test_a_writer_cancelled_while_queued_leaves_the_queue_moving(tmp_path: Path) -> None:
+    connect = sqlite.creator(str(tmp_path / "queued.sqlite"), busy_timeout_ms=30_000)
+    holder, cancelled, last = await connect(), await connect(), await connect()
+    await holder.execute("BEGIN IMMEDIATE")
+    queued = asyncio.create_task(cancelled.execute("BEGIN IMMEDIATE"))
+    last_queued = asyncio.create_task(last.execute("BEGIN IMMEDIATE"))
+    await asyncio.sleep(0)  # both have joined the queue behind the holder
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await holder.commit()
+    # the turn passes over the cancelled writer to the next one, at once
+    await asyncio.wait_for(last_queued, timeout=1)
+    assert last.in_transaction and not cancelled.in_transaction
+    await last.rollback()
+    await asyncio.wait_for(cancelled.execute("BEGIN IMMEDIATE"), timeout=1)  # no turn left held
+    await cancelled.rollback()
+    for connection in (holder, cancelled, last):
+        await connection.close()
+
+
 async def test_a_writer_waits_for_another_engines_lock_off_the_event_loop(
     engine: AsyncEngine,
 ) -> None:
