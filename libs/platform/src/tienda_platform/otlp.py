@@ -188,7 +188,8 @@ class SpanEncoder:
         cache = self._attributes
         for key, value in attributes.items():
             kind = type(value)
-            if kind is str or kind is int or kind is bool or kind is float:
+            # floats are left out: 0.0 and -0.0 are one key but two encodings
+            if kind is str or kind is int or kind is bool:
                 cached = cache.get((tag, key, kind, value))
                 if cached is None:
                     cached = _field(tag, _key_value(key, value))

@@ -40,9 +40,10 @@ GC_THRESHOLDS = (10_000, 20, 20)
 
 
 def settle_heap() -> None:
-    """Called once the service is ready: the objects of its start-up (modules, descriptors,
-    mappers, compiled statements: most of the heap, and never garbage) are frozen out of the
-    garbage collector's way, and it collects less often.
+    """Called by each gRPC service once it is ready (the gateway's collections cost little):
+    the objects of its start-up (modules, descriptors, mappers, compiled statements: most of
+    the heap, and never garbage) are frozen out of the garbage collector's way, and it
+    collects less often.
 
     A request allocates thousands of short-lived objects (spans above all, with tracing on),
     so with CPython's defaults a full collection came every hundred orders or so and walked
