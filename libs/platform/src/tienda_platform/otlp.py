@@ -60,7 +60,8 @@ def _field(tag: bytes, payload: bytes) -> bytes:
 
 
 def _any_value(value: Any) -> bytes:
-    """An AnyValue message, as opentelemetry's encoder makes it."""
+    """An AnyValue message, as opentelemetry's encoder makes it: 0x0a string, 0x10 bool,
+    0x18 int (a varint), 0x21 double, 0x2a array, 0x32 key-value list, 0x3a bytes."""
     if value is None:
         return b""
     if isinstance(value, bool):
@@ -127,6 +128,13 @@ class SpanEncoder:
         return b"".join(resource_spans)
 
     def span(self, span: ReadableSpan) -> bytes:
+        """One Span message (opentelemetry/proto/trace/v1/trace.proto). Each field starts
+        with its tag, (field number << 3) | wire type: 0x0a trace_id, 0x12 span_id, 0x1a
+        trace_state, 0x22 parent_span_id, 0x2a name, 0x30 kind, 0x39 and 0x41 the start and
+        end times (fixed64), 0x4a attributes, 0x50 dropped_attributes_count, 0x5a events,
+        0x60 dropped_events_count, 0x6a links, 0x70 dropped_links_count, 0x7a status and
+        0x85 0x01 flags (field 16, fixed32). Fields left at their default are left out, as
+        the protobuf runtime leaves them out."""
         context = span.get_span_context()
         assert context is not None  # a recorded span always has one
         parts = [
