@@ -238,9 +238,16 @@ async def test_a_writer_cancelled_while_queued_leaves_the_queue_moving(tmp_path:
     connect = sqlite.creator(str(tmp_path / "queued.sqlite"), busy_timeout_ms=30_000)
     holder, cancelled, last = await connect(), await connect(), await connect()
     await holder.execute("BEGIN IMMEDIATE")
-    queued = asyncio.create_task(cancelled.execute("BEGIN IMMEDIATE"))
-    last_queued = asyncio.create_task(last.execute("BEGIN IMMEDIATE"))
-    await asyncio.sleep(0)  # both have joined the queue behind the holder
+
+    async def begin(connection: sqlite.Connection, asked: asyncio.Event) -> None:
+        asked.set()  # it runs on until it waits for its turn
+        await connection.execute("BEGIN IMMEDIATE")
+
+    asked = [asyncio.Event(), asyncio.Event()]
+    queued = asyncio.create_task(begin(cancelled, asked[0]))
+    await asyncio.wait_for(asked[0].wait(), timeout=5)
+    last_queued = asyncio.create_task(begin(last, asked[1]))
+    await asyncio.wait_for(asked[1].wait(), timeout=5)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
