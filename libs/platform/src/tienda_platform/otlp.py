@@ -34,9 +34,10 @@ _KINDS = {
     SpanKind.PRODUCER: b"\x30\x04",
     SpanKind.CONSUMER: b"\x30\x05",
 }
-# Span.flags: the parent's is-remote bit is known (0x100), and set when remote (0x200).
-_FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
-_FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
+# Span and Link flags (fixed32): whether the other end is remote is known (0x100), and
+# it is (0x200).
+_LOCAL = struct.pack("<I", 0x100)
+_REMOTE = struct.pack("<I", 0x300)
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _SMALL = [bytes([n]) for n in range(128)]
@@ -95,24 +96,19 @@ class SpanEncoder:
         self._cache_size = cache_size
         # (field tag, key, type, value) -> the encoded field
         self._attributes: dict[tuple[bytes, str, type, Any], bytes] = {}
+        # by identity (a Resource hashes by dumping its attributes to JSON); each kept
+        # alive by its entry, so that its id is not reused while the entry stands
         self._resources: dict[int, tuple[Resource, bytes]] = {}
-        self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
+        self._scopes: dict[InstrumentationScope | None, bytes] = {}
 
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
-        # grouped by resource and scope as the SDK's encoder does, by identity: a Resource
-        # hashes by dumping its attributes to JSON, every time
-        resources: dict[int, Resource] = {}
-        grouped: dict[int, dict[InstrumentationScope | None, list[bytes]]] = {}
+        # grouped by resource (by identity, see _resources) and scope, as the SDK's encoder does
+        grouped: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
         for span in spans:
-            resource = span.resource
-            scopes = grouped.get(id(resource))
-            if scopes is None:
-                resources[id(resource)] = resource
-                scopes = grouped[id(resource)] = {}
+            _, scopes = grouped.setdefault(id(span.resource), (span.resource, {}))
             scopes.setdefault(span.instrumentation_scope or None, []).append(self.span(span))
         resource_spans = []
-        for key, scopes in grouped.items():
-            resource = resources[key]
+        for resource, scopes in grouped.values():
             scope_spans = []
             for scope, encoded in scopes.items():
                 body = _field(b"\x0a", self._scope(scope)) + b"".join(
@@ -177,7 +173,7 @@ class SpanEncoder:
                 body += self._attribute_fields(b"\x22", link.attributes)
             if link.dropped_attributes:
                 body += b"\x28" + _varint(link.dropped_attributes)
-            body += b"\x35" + _flags(link.context)[2:]
+            body += b"\x35" + _flag_bits(link.context)
             parts.append(_field(b"\x6a", body))
         if span.dropped_links:
             parts.append(b"\x70" + _varint(span.dropped_links))
@@ -188,7 +184,7 @@ class SpanEncoder:
         if status.status_code.value:
             body += b"\x18" + _varint(status.status_code.value)
         parts.append(_field(b"\x7a", body))
-        parts.append(_flags(parent))
+        parts.append(b"\x85\x01" + _flag_bits(parent))
         return b"".join(parts)
 
     def _attribute_fields(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
@@ -214,22 +210,24 @@ class SpanEncoder:
 
     def _resource(self, resource: Resource) -> bytes:
         known = self._resources.get(id(resource))
-        if known is None or known[0] is not resource:
-            known = (resource, _encode_resource(resource).SerializeToString())
-            self._resources[id(resource)] = known
+        if known is None:
+            known = self._resources[id(resource)] = (
+                resource,
+                _encode_resource(resource).SerializeToString(),
+            )
         return known[1]
 
     def _scope(self, scope: InstrumentationScope | None) -> bytes:
-        known = self._scopes.get(id(scope))
-        if known is None or known[0] is not scope:
-            encoded = _encode_instrumentation_scope(scope).SerializeToString()  # type: ignore[arg-type]
-            known = (scope, encoded)
-            self._scopes[id(scope)] = known
-        return known[1]
+        encoded = self._scopes.get(scope)
+        if encoded is None:
+            encoded = self._scopes[scope] = _encode_instrumentation_scope(
+                scope  # type: ignore[arg-type]
+            ).SerializeToString()
+        return encoded
 
 
-def _flags(parent: SpanContext | None) -> bytes:
-    return _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL
+def _flag_bits(other_end: SpanContext | None) -> bytes:
+    return _REMOTE if other_end is not None and other_end.is_remote else _LOCAL
 
 
 class FastOTLPSpanExporter(OTLPSpanExporter):
