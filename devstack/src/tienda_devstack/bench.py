@@ -11,6 +11,8 @@
   p99 < 250 ms at 100/s)
 - tracing: order throughput with every trace, and one trace in ten, exported over OTLP,
   versus OTEL_SDK_DISABLED=true, same run, bursts taken in turn (target: keeps >= 85%)
+- hot paths: CPU per span of tienda_platform.otlp's encoding versus the SDK's encoder, and
+  per access-token check of a token seen before (cached) versus a full check
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tienda_platform.redis_server import EmbeddedRedis
 
 from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
+from tienda_devstack.bench_hot_paths import span_encoding_us, token_check_us
 from tienda_devstack.bench_orders import OrderRun, run_orders
 from tienda_devstack.loadgen import LoadResult, closed_loop, http_get_worker
 from tienda_devstack.otlp_receiver import OtlpReceiver
@@ -351,6 +354,20 @@ def _spans_settled(receiver: OtlpReceiver, quiet: float = 1.0, timeout: float = 
             count, since = now, time.monotonic()
 
 
+def section_hot_paths() -> None:
+    print("\nhot paths, CPU per call, against what each replaced:")
+    sdk, ours = span_encoding_us()
+    print(
+        f"  OTLP span encoding    SDK encoder {sdk:6.1f} us/span   tienda_platform.otlp"
+        f" {ours:6.1f} us/span   ratio {ours / sdk:.2f}"
+    )
+    full, cached = token_check_us()
+    print(
+        f"  access-token check    full check  {full:6.1f} us       cached token        "
+        f" {cached:6.1f} us        ratio {cached / full:.3f}"
+    )
+
+
 def machine_reference() -> float:
     """Milliseconds this machine takes for a fixed piece of pure Python: figures of runs on
     different machines (or one machine on a busy day) compare once divided by it."""
@@ -373,4 +390,5 @@ def main() -> int:
         section_events(Path(tmp))
         section_orders(Path(tmp))
         section_tracing(Path(tmp))
+    section_hot_paths()
     return 0

@@ -46,9 +46,8 @@ def settle_heap() -> None:
     collects less often.
 
     A request allocates thousands of short-lived objects (spans above all, with tracing on),
-    so with CPython's defaults a full collection came every hundred orders or so and walked
-    those 165,000 start-up objects each time: with every trace exported, the collector took
-    about 2 ms of CPU per order in order_service, a tenth of its work."""
+    so with CPython's defaults full collections came often, and each walked every start-up
+    object again."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

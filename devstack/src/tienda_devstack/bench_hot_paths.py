@@ -1,0 +1,107 @@
+"""Two per-call costs on every order's path, each against what it replaced, in one process:
+OTLP span encoding (tienda_platform.otlp against the SDK's encoder) and access-token checks
+(a token already checked, from TokenVerifier's cache, against a full check)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from tienda_platform.otlp import SpanEncoder
+from tienda_platform.testing import TokenMint
+
+SPANS = 512  # one export batch
+TOKENS = 500
+
+
+class _Kept(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def order_like_spans() -> list[ReadableSpan]:
+    """A batch like an order's: statement spans under a handler span, the attributes of
+    tienda's instrumentation (statements repeat, ids do not)."""
+    kept = _Kept()
+    provider = TracerProvider(resource=Resource.create({"service.name": "order_service"}))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("tienda")
+    statements = [
+        "SELECT orders.id, orders.status FROM orders WHERE orders.id = ?",
+        "INSERT INTO outbox_events (id, event_type, stream) VALUES (?, ?, ?)",
+        "UPDATE order_sagas SET step=?, update_time=? WHERE order_sagas.order_id = ?",
+    ]
+    with tracer.start_as_current_span(
+        "tienda.order.events handle order.created",
+        kind=trace.SpanKind.CONSUMER,
+        attributes={"messaging.system": "redis", "messaging.destination.name": "orders"},
+    ):
+        for number in range(SPANS - 1):
+            tracer.start_span(
+                statements[number % 3].split()[0] + " order.db",
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "db.system": "sqlite",
+                    "db.name": "data/order.db",
+                    "db.statement": statements[number % 3],
+                    "order.id": f"0193a8f2-{number:04d}",
+                },
+            ).end()
+    provider.shutdown()
+    return kept.spans
+
+
+def span_encoding_us(rounds: int = 20) -> tuple[float, float]:
+    """Microseconds of CPU per span: the SDK's encoder, then tienda_platform.otlp's (with
+    the parse into the request object that the exporter hands to its stub)."""
+    spans = order_like_spans()
+    encoder = SpanEncoder()
+
+    def ours() -> None:
+        ExportTraceServiceRequest.FromString(encoder.request(spans))
+
+    def sdk() -> None:
+        encode_spans(spans)
+
+    costs = []
+    for encode in (sdk, ours):
+        encode()  # caches and first-call costs out of the measurement
+        started = time.process_time()
+        for _ in range(rounds):
+            encode()
+        costs.append((time.process_time() - started) * 1e6 / rounds / len(spans))
+    return costs[0], costs[1]
+
+
+def token_check_us() -> tuple[float, float]:
+    """Microseconds of CPU per check: a token seen for the first time (the full check), then
+    one token checked again and again (TokenVerifier's cache)."""
+    mint = TokenMint(Ed25519PrivateKey.generate(), kid="bench")
+    tokens = [mint.token(f"user-{number}") for number in range(TOKENS)]
+
+    async def measure() -> tuple[float, float]:
+        verifier = mint.verifier()
+        await verifier.verify(mint.token("warm-up"))  # the JWKS fetched
+        started = time.process_time()
+        for token in tokens:
+            await verifier.verify(token)
+        full = (time.process_time() - started) * 1e6 / len(tokens)
+        started = time.process_time()
+        for _ in range(len(tokens)):
+            await verifier.verify(tokens[0])
+        cached = (time.process_time() - started) * 1e6 / len(tokens)
+        return full, cached
+
+    return asyncio.run(measure())
