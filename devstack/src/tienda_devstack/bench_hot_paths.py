@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
@@ -14,7 +13,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tienda_platform.otlp import SpanEncoder
 from tienda_platform.testing import TokenMint
 
@@ -22,19 +22,10 @@ SPANS = 512  # one export batch
 TOKENS = 500
 
 
-class _Kept(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-
 def order_like_spans() -> list[ReadableSpan]:
     """A batch like an order's: statement spans under a handler span, the attributes of
     tienda's instrumentation (statements repeat, ids do not)."""
-    kept = _Kept()
+    kept = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "order_service"}))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("tienda")
@@ -60,7 +51,7 @@ def order_like_spans() -> list[ReadableSpan]:
                 },
             ).end()
     provider.shutdown()
-    return kept.spans
+    return list(kept.get_finished_spans())
 
 
 def span_encoding_us(rounds: int = 20) -> tuple[float, float]:

@@ -10,7 +10,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 from tienda_platform.otlp import FastOTLPSpanExporter, SpanEncoder
@@ -18,16 +19,9 @@ from tienda_platform.otlp import FastOTLPSpanExporter, SpanEncoder
 pytestmark = pytest.mark.unit
 
 
-class Kept(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans):  # type: ignore[no-untyped-def]
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-
-def provider(kept: Kept, service: str, limits: SpanLimits | None = None) -> TracerProvider:
+def provider(
+    kept: InMemorySpanExporter, service: str, limits: SpanLimits | None = None
+) -> TracerProvider:
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.version": "1.2.3"}),
         span_limits=limits,
@@ -40,7 +34,7 @@ def provider(kept: Kept, service: str, limits: SpanLimits | None = None) -> Trac
 def spans() -> Iterator[list[ReadableSpan]]:
     """Spans with every kind of content: each value type, events, links, statuses, remote
     and local parents, trace state, dropped counts, two scopes and two resources."""
-    kept = Kept()
+    kept = InMemorySpanExporter()
     first = provider(kept, "order_service")
     limited = provider(
         kept, "product_service", SpanLimits(max_span_attributes=2, max_events=1, max_links=1)
@@ -102,7 +96,7 @@ def spans() -> Iterator[list[ReadableSpan]]:
     crowded.add_event("one")
     crowded.add_event("two")
     crowded.end()
-    yield kept.spans
+    yield list(kept.get_finished_spans())
     first.shutdown()
     limited.shutdown()
 
