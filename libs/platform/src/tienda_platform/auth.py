@@ -123,7 +123,8 @@ class TokenVerifier:
     A token is checked in full once: the same token (byte for byte, signature included) is
     then taken from a bounded cache until it expires or its signing key leaves the JWKS. An
     order's calls carry the same few tokens from service to service, and a full check (the
-    signature above all) costs more than most of the handlers it guards."""
+    signature above all) costs more than most of the handlers it guards. A cache_size of 0
+    turns the cache off."""
 
     def __init__(
         self, keys: JwksKeySource, *, issuer: str, audience: str, cache_size: int = 4096
@@ -145,6 +146,8 @@ class TokenVerifier:
                 return principal
             del self._verified[token]  # and checked in full below, which says what is wrong
         verified = await self._verify(token)
+        if self._cache_size <= 0:  # caching turned off: every token is checked in full
+            return verified[0]
         if len(self._verified) >= self._cache_size:
             del self._verified[next(iter(self._verified))]  # the oldest
         self._verified[token] = verified

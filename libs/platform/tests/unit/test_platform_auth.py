@@ -178,3 +178,24 @@ async def test_the_cache_keeps_at_most_its_size(token_mint: TokenMint) -> None:
     for token in tokens:
         await verifier.verify(token)
     assert list(verifier._verified) == tokens[-2:]
+
+
+async def test_a_cache_size_of_zero_checks_every_token_in_full(
+    token_mint: TokenMint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(
+        token_mint.verifier()._keys, issuer="tienda-auth", audience="tienda", cache_size=0
+    )
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    token = token_mint.token("alice")
+    for _ in range(3):
+        assert (await verifier.verify(token)).user_id == "alice"
+    assert decoded == [token] * 3
+    assert not verifier._verified

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import col, select
@@ -72,6 +73,11 @@ def _summary(row: OrderSummaryRow, customer_name: str | None) -> OrderSummary:
     )
 
 
+def _stored(value: Any) -> Any:
+    """A column's value as the domain has it (SQLite hands back naive UTC datetimes)."""
+    return utc(value) if isinstance(value, datetime) else value
+
+
 def _with_names() -> Select[OrderSummaryRow, str]:
     return select(OrderSummaryRow, SummaryCustomerRow.full_name).join(
         SummaryCustomerRow,
@@ -113,7 +119,8 @@ class SqlSummaryRepository(SummaryRepository):
             self._found[summary.order_id] = row
         else:
             for name, value in values.items():
-                setattr(row, name, value)
+                if _stored(getattr(row, name)) != value:  # only what changed is written
+                    setattr(row, name, value)
         self._session.add(row)
 
     async def list_newest_first(
