@@ -155,6 +155,9 @@ class FakeCustomerRepository(CustomerRepository):
     async def save(self, customer: Customer) -> None:
         self.table.put(customer.id, customer)
 
+    async def hold(self, customer_id: str, *, exclusive: bool) -> None:
+        """Nothing to keep apart: the fakes' transactions do not interleave."""
+
 
 class FakeSummaryRepository(SummaryRepository):
     def __init__(self, table: FakeTable[OrderSummary], customers: FakeTable[Customer]) -> None:

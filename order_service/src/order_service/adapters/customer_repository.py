@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 
+import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from order_service.adapters.orm import CustomerRow
@@ -22,6 +24,25 @@ class CustomerRepository(abc.ABC):
     async def save(self, customer: Customer) -> None:
         """Insert or replace the snapshot."""
 
+    @abc.abstractmethod
+    async def hold(self, customer_id: str, *, exclusive: bool) -> None:
+        """Keep other transactions about this customer apart from this one until it ends:
+        placing an order holds the customer shared, deleting them holds them exclusively, so
+        a deletion sees every order placed before it and no order is placed after it. Taken
+        before the snapshot is read, it works whether or not a snapshot exists yet."""
+
+
+# the first key of the two-key form of PostgreSQL's advisory locks: "customers" in this service
+_CUSTOMER_LOCKS = int.from_bytes(
+    hashlib.blake2b(b"order_service.customers", digest_size=4).digest(), "big", signed=True
+)
+
+
+def _lock_key(customer_id: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(customer_id.encode(), digest_size=4).digest(), "big", signed=True
+    )
+
 
 class SqlCustomerRepository(CustomerRepository):
     def __init__(self, session: AsyncSession) -> None:
@@ -37,6 +58,16 @@ class SqlCustomerRepository(CustomerRepository):
             full_name=row.full_name,
             deleted=row.deleted,
             version_time=utc(row.version_time),
+        )
+
+    async def hold(self, customer_id: str, *, exclusive: bool) -> None:
+        # on SQLite a writing transaction holds the database's write lock from its BEGIN
+        # (BEGIN IMMEDIATE), which keeps it apart from every other writer already
+        if self._session.get_bind().dialect.name != "postgresql":
+            return
+        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        await self._session.exec(  # type: ignore[call-overload]
+            sa.select(getattr(sa.func, lock)(_CUSTOMER_LOCKS, _lock_key(customer_id)))
         )
 
     async def save(self, customer: Customer) -> None:

@@ -42,6 +42,8 @@ async def customer_deleted(
     """user.deleted: cancel the user's PENDING orders and anonymise the snapshot the other
     orders show."""
     async with uow:
+        # no order of theirs is placed while this runs (see CustomerRepository.hold)
+        await uow.customers.hold(customer_id, exclusive=True)
         customer = await uow.customers.get(customer_id)
         if customer is None:
             customer = Customer.deleted_user(customer_id=customer_id, event_time=event_time)

@@ -61,10 +61,11 @@ async def create_order(
             )
         )
     saga: Saga | None = None
-    # the customer's check and the order in one transaction: one commit instead of two, and
-    # on SQLite both under one write lock, so a user.deleted handled meanwhile comes either
-    # before the check or after the order (which it then cancels)
+    # the customer's check and the order in one transaction, holding the customer: a
+    # user.deleted handled meanwhile comes either before the check (which refuses the order)
+    # or after the commit (and cancels the order with the customer's other pending ones)
     async with uow:
+        await uow.customers.hold(principal.user_id, exclusive=False)
         known = await uow.customers.get(principal.user_id)
         if known is not None and known.deleted:
             # the account is gone, though its access token may not have expired yet

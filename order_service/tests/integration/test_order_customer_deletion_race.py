@@ -1,0 +1,134 @@
+"""An order placed while its customer is being deleted, on SQLite and PostgreSQL: whichever
+transaction comes first, no PENDING order is left behind for a deleted customer.
+
+Each test stops one transaction just before its commit and starts the other: the other must
+wait for it (a bounded wait shows it does), and what it does next depends on what it then sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from order_service.domain.commands import CreateOrder, RequestedItem
+from order_service.domain.customers import Customer
+from order_service.domain.model import CUSTOMER_DELETED, Order, OrderStatus, SagaMode
+from order_service.service_layer import customers, services
+from order_service.service_layer.ports import ProductCatalog, ProductSnapshot, Reservation
+from order_service.service_layer.unit_of_work import SqlUnitOfWork
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tienda_platform.auth import ROLE_CUSTOMER, Principal
+from tienda_platform.database import session_factory
+from tienda_platform.errors import FailedPrecondition
+from tienda_platform.ids import new_id
+
+pytestmark = pytest.mark.integration
+
+UowFactory = Callable[[], SqlUnitOfWork]
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+PRODUCT = ProductSnapshot(id=new_id(), name="Mug", price_cents=1200)
+# long enough for a transaction that does not wait to finish; the waits below are bounded
+NOT_WAITING = 1.0
+
+
+class OneProduct(ProductCatalog):
+    async def batch_get_products(
+        self, *, ids: Sequence[str], principal: Principal
+    ) -> list[ProductSnapshot]:
+        return [PRODUCT]
+
+    async def reserve_stock(self, *, order_id: str, lines: Sequence[object]) -> Reservation:
+        raise AssertionError("not called: no saga runs here")
+
+    async def release_stock(self, *, order_id: str) -> None:
+        raise AssertionError("not called: no saga runs here")
+
+    async def commit_reservation(self, *, order_id: str) -> None:
+        raise AssertionError("not called: no saga runs here")
+
+
+class HeldAtCommit(SqlUnitOfWork):
+    """A unit of work that stops before its commit until released."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(session_factory(engine))
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def commit(self) -> None:
+        self.reached.set()
+        await self.release.wait()
+        await super().commit()
+
+
+async def known_customer(uow_factory: UowFactory) -> Principal:
+    principal = Principal(user_id=new_id(), role=ROLE_CUSTOMER, token="t")
+    async with uow_factory() as uow:
+        await uow.customers.save(Customer(principal.user_id, "c@x.io", "Cleo", False, T0))
+        await uow.commit()
+    return principal
+
+
+def place(principal: Principal, uow: SqlUnitOfWork) -> asyncio.Task[Order]:
+    return asyncio.create_task(
+        services.create_order(
+            command=CreateOrder(items=(RequestedItem(PRODUCT.id, 1),), payment_token="tok_ok"),
+            principal=principal,
+            uow=uow,
+            catalog=OneProduct(),
+            saga_mode=SagaMode.CHOREOGRAPHY,
+        )
+    )
+
+
+def delete(principal: Principal, uow: SqlUnitOfWork) -> asyncio.Task[None]:
+    return asyncio.create_task(
+        customers.customer_deleted(uow=uow, customer_id=principal.user_id, event_time=T0)
+    )
+
+
+async def waits(task: asyncio.Task[Any]) -> bool:
+    done, _ = await asyncio.wait({task}, timeout=NOT_WAITING)
+    return not done
+
+
+async def test_a_deletion_during_an_order_waits_for_it_and_cancels_it(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    principal = await known_customer(uow_factory)
+    placing = HeldAtCommit(engine)
+    order_task = place(principal, placing)
+    await asyncio.wait_for(placing.reached.wait(), 10)
+
+    deletion = delete(principal, uow_factory())
+    assert await waits(deletion), "the deletion did not wait for the order being placed"
+    placing.release.set()
+    order = await asyncio.wait_for(order_task, 10)
+    await asyncio.wait_for(deletion, 10)
+
+    async with uow_factory() as uow:
+        stored = await uow.orders.get(order.id)
+    assert stored is not None
+    assert (stored.status, stored.status_reason) == (OrderStatus.CANCELLED, CUSTOMER_DELETED)
+
+
+async def test_an_order_during_a_deletion_waits_for_it_and_is_refused(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    principal = await known_customer(uow_factory)
+    deleting = HeldAtCommit(engine)
+    deletion = delete(principal, deleting)
+    await asyncio.wait_for(deleting.reached.wait(), 10)
+
+    order_task = place(principal, uow_factory())
+    assert await waits(order_task), "the order did not wait for the deletion under way"
+    deleting.release.set()
+    await asyncio.wait_for(deletion, 10)
+    with pytest.raises(FailedPrecondition, match="deleted"):
+        await asyncio.wait_for(order_task, 10)
+
+    async with uow_factory() as uow:
+        assert await uow.orders.pending_of(principal.user_id) == []
