@@ -6,7 +6,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,26 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         await conn.execute(sa.text("INSERT INTO stock VALUES ('mug', 5)"))
     yield engine
     await engine.dispose()
+
+
+@contextmanager
+def watching_lock_waits(seen: Callable[[], object]) -> Iterator[None]:
+    """Call `seen`, from the waiting thread, each time a writer waits for the write lock in a
+    lock waiter's thread (the path for a lock another engine or process holds)."""
+    original = sqlite.Connection._waiting
+
+    def waiting(self: sqlite.Connection, connection: Any, call: Any) -> Any:
+        seen()
+        return original(self, connection, call)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite.Connection, "_waiting", waiting)
+        yield
+
+
+async def connections(path: Path, count: int, *, busy_timeout_ms: int) -> list[sqlite.Connection]:
+    connect = sqlite.creator(str(path), busy_timeout_ms=busy_timeout_ms)
+    return [await connect() for _ in range(count)]
 
 
 async def test_a_query_reads_the_last_commit_while_a_writer_holds_the_lock(
@@ -207,18 +228,12 @@ async def test_writers_of_one_engine_take_turns_in_order_without_polling_the_loc
     in_threads: list[int] = []
     asked = {k: asyncio.Event() for k in (1, 2, 3)}
 
-    def waiting(self: sqlite.Connection, connection: Any, call: Any) -> Any:
-        in_threads.append(threading.get_ident())
-        return original(self, connection, call)
-
     async def writer(k: int) -> None:
         asked[k].set()  # it runs on until it waits for its turn
         async with writers() as session, session.begin():
             await session.exec(sa.text(f"UPDATE stock SET units = units * 10 + {k}"))  # type: ignore[call-overload]
 
-    original = sqlite.Connection._waiting
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sqlite.Connection, "_waiting", waiting)
+    with watching_lock_waits(lambda: in_threads.append(threading.get_ident())):
         async with writers() as first, first.begin():
             await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
             queued = []
@@ -235,8 +250,9 @@ async def test_writers_of_one_engine_take_turns_in_order_without_polling_the_loc
 
 
 async def test_a_writer_cancelled_while_queued_leaves_the_queue_moving(tmp_path: Path) -> None:
-    connect = sqlite.creator(str(tmp_path / "queued.sqlite"), busy_timeout_ms=30_000)
-    holder, cancelled, last = await connect(), await connect(), await connect()
+    holder, cancelled, last = await connections(
+        tmp_path / "queued.sqlite", 3, busy_timeout_ms=30_000
+    )
     await holder.execute("BEGIN IMMEDIATE")
 
     async def begin(connection: sqlite.Connection, asked: asyncio.Event) -> None:
@@ -279,16 +295,12 @@ async def test_a_writer_waits_for_another_engines_lock_off_the_event_loop(
         async with writers() as writer, writer.begin():
             await writer.exec(sa.text("UPDATE stock SET units = units * 10"))  # type: ignore[call-overload]
 
-    original = sqlite.Connection._waiting
-
-    def waiting(self: sqlite.Connection, connection: Any, call: Any) -> Any:
+    def seen() -> None:
         waited_in.append(threading.get_ident())
         loop.call_soon_threadsafe(second_off_the_loop.set)
-        return original(self, connection, call)
 
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sqlite.Connection, "_waiting", waiting)
+        with watching_lock_waits(seen):
             async with session_factory(other)() as first, first.begin():
                 await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
                 second = asyncio.create_task(second_writer())
@@ -306,8 +318,7 @@ async def test_a_writer_waits_for_another_engines_lock_off_the_event_loop(
 
 
 async def test_a_writer_gives_up_its_turn_after_the_busy_timeout(tmp_path: Path) -> None:
-    connect = sqlite.creator(str(tmp_path / "queued.sqlite"), busy_timeout_ms=300)
-    holder, waiter, last = await connect(), await connect(), await connect()
+    holder, waiter, last = await connections(tmp_path / "queued.sqlite", 3, busy_timeout_ms=300)
     await holder.execute("BEGIN IMMEDIATE")
     started = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
@@ -350,19 +361,13 @@ async def test_a_writer_cancelled_while_waiting_for_the_lock_leaves_no_lock_behi
     writers = session_factory(engine)
     loop = asyncio.get_running_loop()
     waiting = asyncio.Event()
-    original = sqlite.Connection._waiting
-
-    def signalled(self: sqlite.Connection, connection: Any, call: Any) -> Any:
-        loop.call_soon_threadsafe(waiting.set)
-        return original(self, connection, call)
 
     async def second_writer() -> None:
         async with writers() as writer, writer.begin():
             await writer.exec(sa.text("UPDATE stock SET units = 99"))  # type: ignore[call-overload]
 
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sqlite.Connection, "_waiting", signalled)
+        with watching_lock_waits(lambda: loop.call_soon_threadsafe(waiting.set)):
             async with session_factory(other)() as first, first.begin():
                 await first.exec(sa.text("UPDATE stock SET units = 4"))  # type: ignore[call-overload]
                 second = asyncio.create_task(second_writer())
