@@ -27,8 +27,9 @@ class CustomerRepository(abc.ABC):
     @abc.abstractmethod
     async def hold(self, customer_id: str, *, exclusive: bool) -> None:
         """Keep other transactions about this customer apart from this one until it ends:
-        placing an order holds the customer shared, deleting them holds them exclusively, so
-        a deletion sees every order placed before it and no order is placed after it. Taken
+        placing an order holds the customer shared, the user events exclusively. A deletion
+        then sees every order placed before it and no order is placed after it, and of two
+        events handled at once by two replicas the older never overwrites the newer. Taken
         before the snapshot is read, it works whether or not a snapshot exists yet."""
 
 

@@ -21,6 +21,9 @@ async def customer_changed(
 ) -> None:
     """user.registered / user.updated: take the new name and email, unless already newer."""
     async with uow:
+        # an event about this customer that another replica handles meanwhile waits, so it
+        # reads what this one wrote: an older event never overwrites a newer one
+        await uow.customers.hold(customer_id, exclusive=True)
         customer = await uow.customers.get(customer_id)
         if customer is not None and not customer.accepts(event_time):
             return

@@ -112,6 +112,8 @@ async def customer_named(
 ) -> None:
     """user.registered / user.updated: the name the customer's summaries show."""
     async with uow:
+        # another replica's event about this customer waits: the newest one wins
+        await uow.customers.hold(customer_id, exclusive=True)
         known = await uow.summaries.get_customer(customer_id)
         if known is not None and not known.accepts(event_time):
             return
@@ -126,6 +128,7 @@ async def customer_forgotten(
 ) -> None:
     """user.deleted: summaries show an anonymous name from now on."""
     async with uow:
+        await uow.customers.hold(customer_id, exclusive=True)
         known = await uow.summaries.get_customer(customer_id)
         if known is None:
             known = Customer.deleted_user(customer_id=customer_id, event_time=event_time)

@@ -1,5 +1,6 @@
-"""An order placed while its customer is being deleted, on SQLite and PostgreSQL: whichever
-transaction comes first, no PENDING order is left behind for a deleted customer.
+"""Transactions about one customer at once, on SQLite and PostgreSQL: an order placed while its
+customer is being deleted is refused or cancelled, whichever comes first, and of two user
+events handled at once the newer wins.
 
 Each test stops one transaction just before its commit and starts the other: the other must
 wait for it (a bounded wait shows it does), and what it does next depends on what it then sees.
@@ -8,15 +9,15 @@ wait for it (a bounded wait shows it does), and what it does next depends on wha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from order_service.domain.commands import CreateOrder, RequestedItem
 from order_service.domain.customers import Customer
 from order_service.domain.model import CUSTOMER_DELETED, Order, OrderStatus, SagaMode
-from order_service.service_layer import customers, services
+from order_service.service_layer import customers, read_model, services
 from order_service.service_layer.ports import ProductCatalog, ProductSnapshot, Reservation
 from order_service.service_layer.unit_of_work import SqlUnitOfWork
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -51,7 +52,7 @@ class OneProduct(ProductCatalog):
 
 
 class HeldAtCommit(SqlUnitOfWork):
-    """A unit of work that stops before its commit until released."""
+    """A unit of work that stops before its commit, its statements sent, until released."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(session_factory(engine))
@@ -59,6 +60,8 @@ class HeldAtCommit(SqlUnitOfWork):
         self.release = asyncio.Event()
 
     async def commit(self) -> None:
+        assert self._session is not None
+        await self._session.flush()
         self.reached.set()
         await self.release.wait()
         await super().commit()
@@ -132,3 +135,61 @@ async def test_an_order_during_a_deletion_waits_for_it_and_is_refused(
 
     async with uow_factory() as uow:
         assert await uow.orders.pending_of(principal.user_id) == []
+
+
+async def write_model_name(uow: SqlUnitOfWork, customer_id: str) -> str | None:
+    customer = await uow.customers.get(customer_id)
+    return customer.full_name if customer is not None else None
+
+
+async def read_model_name(uow: SqlUnitOfWork, customer_id: str) -> str | None:
+    customer = await uow.summaries.get_customer(customer_id)
+    return customer.full_name if customer is not None else None
+
+
+def write_model_rename(
+    customer_id: str, uow: SqlUnitOfWork, name: str, at: datetime
+) -> Coroutine[Any, Any, None]:
+    return customers.customer_changed(
+        uow=uow, customer_id=customer_id, email="c@x.io", full_name=name, event_time=at
+    )
+
+
+def read_model_rename(
+    customer_id: str, uow: SqlUnitOfWork, name: str, at: datetime
+) -> Coroutine[Any, Any, None]:
+    return read_model.customer_named(
+        uow=uow, customer_id=customer_id, full_name=name, event_time=at
+    )
+
+
+@pytest.mark.parametrize(
+    ("rename", "name_of"),
+    [(write_model_rename, write_model_name), (read_model_rename, read_model_name)],
+    ids=["customer snapshot", "read model"],
+)
+async def test_of_two_user_events_handled_at_once_the_newer_wins(
+    uow_factory: UowFactory,
+    engine: AsyncEngine,
+    rename: Callable[..., Coroutine[Any, Any, None]],
+    name_of: Callable[[SqlUnitOfWork, str], Coroutine[Any, Any, str | None]],
+) -> None:
+    """Two replicas of the group: the newer event's transaction is about to commit when the
+    older one starts; the older waits, then reads the newer name and leaves it."""
+    customer_id = new_id()
+    await rename(customer_id, uow_factory(), "Cleo", T0)
+    newer = HeldAtCommit(engine)
+    newer_task = asyncio.create_task(
+        rename(customer_id, newer, "Cleo Newer", T0 + timedelta(seconds=2))
+    )
+    await asyncio.wait_for(newer.reached.wait(), 10)
+
+    older_task = asyncio.create_task(
+        rename(customer_id, uow_factory(), "Cleo Older", T0 + timedelta(seconds=1))
+    )
+    assert await waits(older_task), "the older event did not wait for the newer one"
+    newer.release.set()
+    await asyncio.wait_for(asyncio.gather(newer_task, older_task), 10)
+
+    async with uow_factory() as uow:
+        assert await name_of(uow, customer_id) == "Cleo Newer"
