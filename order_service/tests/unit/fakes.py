@@ -164,7 +164,7 @@ class FakeSummaryRepository(SummaryRepository):
         self.table = table
         self.customers = customers
 
-    async def get(self, order_id: str) -> OrderSummary | None:
+    async def get(self, order_id: str, *, for_update: bool = False) -> OrderSummary | None:
         summary = self.table.get(order_id)
         return self._named(summary) if summary is not None else None
 

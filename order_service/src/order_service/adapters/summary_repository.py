@@ -22,8 +22,9 @@ class SummaryRepository(abc.ABC):
     """Order summaries, and the read model's own copy of customer names."""
 
     @abc.abstractmethod
-    async def get(self, order_id: str) -> OrderSummary | None:
-        """The summary of the order, or None."""
+    async def get(self, order_id: str, *, for_update: bool = False) -> OrderSummary | None:
+        """The summary of the order, or None; for_update locks it until the transaction ends
+        (two replicas' events about one order then change it one after the other)."""
 
     @abc.abstractmethod
     async def save(self, summary: OrderSummary) -> None:
@@ -93,10 +94,11 @@ class SqlSummaryRepository(SummaryRepository):
         # reading again (the identity map alone keeps a row only while it is referenced)
         self._found: dict[str, OrderSummaryRow | None] = {}
 
-    async def get(self, order_id: str) -> OrderSummary | None:
-        found = (
-            await self._session.exec(_with_names().where(col(OrderSummaryRow.order_id) == order_id))
-        ).first()
+    async def get(self, order_id: str, *, for_update: bool = False) -> OrderSummary | None:
+        query = _with_names().where(col(OrderSummaryRow.order_id) == order_id)
+        if for_update:  # SQLite has no FOR UPDATE: its writers hold the database's lock
+            query = query.with_for_update(of=OrderSummaryRow)
+        found = (await self._session.exec(query)).first()
         self._found[order_id] = found[0] if found is not None else None
         return _summary(*found) if found is not None else None
 

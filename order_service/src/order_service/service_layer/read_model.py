@@ -59,7 +59,7 @@ async def order_created(
 ) -> None:
     """order.created: a PENDING summary (or the lines of one a status event started)."""
     async with uow:
-        summary = await uow.summaries.get(order_id)
+        summary = await uow.summaries.get(order_id, for_update=True)
         if summary is None:
             summary = OrderSummary(
                 order_id=order_id,
@@ -89,7 +89,9 @@ async def order_status_changed(
 ) -> None:
     """order.confirmed / order.cancelled / order.rejected: move the summary forward."""
     async with uow:
-        summary = await uow.summaries.get(order_id)
+        # locked: another replica's event about this order waits and then sees this one's
+        # status, so a lower-ranked status never overwrites a higher one
+        summary = await uow.summaries.get(order_id, for_update=True)
         if summary is None:
             # order.created is late (a retried delivery): start with what this event knows
             summary = OrderSummary(

@@ -1,6 +1,7 @@
-"""Transactions about one customer at once, on SQLite and PostgreSQL: an order placed while its
-customer is being deleted is refused or cancelled, whichever comes first, and of two user
-events handled at once the newer wins.
+"""Transactions about one customer or one order at once, as replicas run them, on SQLite and
+PostgreSQL: an order placed while its customer is being deleted is refused or cancelled,
+whichever comes first; of two user events handled at once the newer wins, and of two status
+events of one order the higher-ranked stays.
 
 Each test stops one transaction just before its commit and starts the other: the other must
 wait for it (a bounded wait shows it does), and what it does next depends on what it then sees.
@@ -193,3 +194,53 @@ async def test_of_two_user_events_handled_at_once_the_newer_wins(
 
     async with uow_factory() as uow:
         assert await name_of(uow, customer_id) == "Cleo Newer"
+
+
+def status_event(
+    order_id: str, uow: SqlUnitOfWork, status: OrderStatus, at: datetime
+) -> Coroutine[Any, Any, None]:
+    return read_model.order_status_changed(
+        uow=uow,
+        order_id=order_id,
+        customer_id="c",
+        status=status,
+        reason="cancelled by customer" if status is OrderStatus.CANCELLED else "",
+        total_cents=1200,
+        event_time=at,
+    )
+
+
+async def test_of_two_status_events_handled_at_once_the_higher_ranked_stays(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    """Two replicas of the read model's group: order.cancelled is about to commit when the
+    late order.confirmed starts; the confirmation waits, sees the cancellation and leaves it."""
+    order_id = new_id()
+    await read_model.order_created(
+        uow=uow_factory(),
+        order_id=order_id,
+        customer_id="c",
+        lines=[],
+        total_cents=1200,
+        event_time=T0,
+    )
+    cancelling = HeldAtCommit(engine)
+    cancelled = asyncio.create_task(
+        status_event(order_id, cancelling, OrderStatus.CANCELLED, T0 + timedelta(seconds=2))
+    )
+    await asyncio.wait_for(cancelling.reached.wait(), 10)
+
+    confirmed = asyncio.create_task(
+        status_event(order_id, uow_factory(), OrderStatus.CONFIRMED, T0 + timedelta(seconds=1))
+    )
+    assert await waits(confirmed), "the confirmation did not wait for the cancellation"
+    cancelling.release.set()
+    await asyncio.wait_for(asyncio.gather(cancelled, confirmed), 10)
+
+    async with uow_factory() as uow:
+        summary = await uow.summaries.get(order_id)
+    assert summary is not None
+    assert (summary.status, summary.status_reason) == (
+        OrderStatus.CANCELLED,
+        "cancelled by customer",
+    )
