@@ -33,7 +33,7 @@ class FakeUserRepository(AbstractUserRepository):
             raise EmailAlreadyRegistered()
         self.rows[user.id] = replace(user)
 
-    async def get(self, user_id: str) -> User | None:
+    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
         user = self.rows.get(user_id)
         return None if user is None else replace(user)
 

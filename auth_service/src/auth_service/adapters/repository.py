@@ -21,7 +21,12 @@ class AbstractUserRepository(abc.ABC):
         """Store a new user; raises EmailAlreadyRegistered when the email is taken."""
 
     @abc.abstractmethod
-    async def get(self, user_id: str) -> User | None: ...
+    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
+        """The user, or None; for_update locks the user's row until the transaction ends.
+
+        Every change to a user or to their refresh tokens holds it: a refresh, a replay that
+        revokes a family, a new password that revokes every session, a login and a deletion
+        of one user run one after another, each seeing what the one before committed."""
 
     @abc.abstractmethod
     async def get_by_email(self, email: str) -> User | None:
@@ -138,8 +143,11 @@ class SqlUserRepository(AbstractUserRepository):
             # The only unique column besides the fresh UUIDv7 key is the email.
             raise EmailAlreadyRegistered() from None
 
-    async def get(self, user_id: str) -> User | None:
-        row = (await self._session.exec(select(UserRow).where(UserRow.id == user_id))).first()
+    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
+        query = select(UserRow).where(UserRow.id == user_id)
+        if for_update:  # SQLite has no FOR UPDATE: its writers hold the database's lock
+            query = query.with_for_update()
+        row = (await self._session.exec(query)).first()
         return None if row is None else _user(row)
 
     async def get_by_email(self, email: str) -> User | None:
@@ -187,10 +195,15 @@ class SqlRefreshTokenRepository(AbstractRefreshTokenRepository):
         return None if row is None else _refresh_token(row)
 
     async def mark_used(self, token_id: str, *, at: datetime) -> bool:
-        # Conditional on used_at IS NULL: of two concurrent refreshes only one updates a row.
+        # Conditional on the token being unused and unrevoked as it is now: of two concurrent
+        # refreshes only one updates the row, and none spends a token revoked meanwhile.
         result = await self._session.exec(
             sa.update(RefreshTokenRow)
-            .where(col(RefreshTokenRow.id) == token_id, col(RefreshTokenRow.used_at).is_(None))
+            .where(
+                col(RefreshTokenRow.id) == token_id,
+                col(RefreshTokenRow.used_at).is_(None),
+                col(RefreshTokenRow.revoked_at).is_(None),
+            )
             .values(used_at=at)
         )
         return result.rowcount == 1

@@ -109,28 +109,34 @@ async def login(*, deps: Dependencies, email: str, password: str) -> IssuedToken
     check_bounded(validator, email, "email", EMAIL_MAX_LENGTH)
     check_bounded(validator, password, "password", PASSWORD_MAX_LENGTH)
     validator.raise_if_invalid()
-    async with deps.reader() as uow:
-        user = await uow.users.get_by_email(email)
-    # Verified outside the transaction (slow); the dummy hash keeps unknown emails as slow.
-    if not await deps.passwords.verify(user.password_hash if user else None, password):
-        raise InvalidCredentials()
-    assert user is not None
-    new_hash = (
-        await deps.passwords.hash(password)
-        if deps.passwords.needs_rehash(user.password_hash)
-        else None
-    )
-    now = deps.clock()
-    async with deps.uow() as uow:
-        current = await uow.users.get(user.id)
-        if current is None:
-            raise InvalidCredentials()  # deleted while we were verifying
-        if new_hash is not None and current.password_hash == user.password_hash:
-            await uow.users.update(replace(current, password_hash=new_hash))
-        issued = await _issue_tokens(uow, deps=deps, user=current, family_id=new_id(), now=now)
-        await uow.commit()
-    logger.info("user logged in", user_id=user.id)
-    return issued
+    # Verified outside the transaction (slow), so verified again when the password hash
+    # changed in between: a new password refuses the old one, a rehash keeps it good.
+    for _ in range(2):
+        async with deps.reader() as uow:
+            user = await uow.users.get_by_email(email)
+        # The dummy hash keeps unknown emails as slow.
+        if not await deps.passwords.verify(user.password_hash if user else None, password):
+            raise InvalidCredentials()
+        assert user is not None
+        new_hash = (
+            await deps.passwords.hash(password)
+            if deps.passwords.needs_rehash(user.password_hash)
+            else None
+        )
+        now = deps.clock()
+        async with deps.uow() as uow:
+            current = await uow.users.get(user.id, for_update=True)
+            if current is None:
+                raise InvalidCredentials()  # deleted while we were verifying
+            if current.password_hash != user.password_hash:
+                continue
+            if new_hash is not None:
+                await uow.users.update(replace(current, password_hash=new_hash))
+            issued = await _issue_tokens(uow, deps=deps, user=current, family_id=new_id(), now=now)
+            await uow.commit()
+        logger.info("user logged in", user_id=user.id)
+        return issued
+    raise InvalidCredentials()  # the password changed twice while we were verifying
 
 
 async def refresh(*, deps: Dependencies, refresh_token: str) -> IssuedTokens:
@@ -142,6 +148,12 @@ async def refresh(*, deps: Dependencies, refresh_token: str) -> IssuedTokens:
     async with deps.uow() as uow:
         token = await uow.refresh_tokens.get_by_hash(hash_refresh_token(refresh_token))
         if token is None:
+            raise InvalidRefreshToken("invalid refresh token")
+        # The user held (see AbstractUserRepository.get): a revocation running meanwhile (a
+        # replayed token, a new password) waits for this refresh to commit and then revokes
+        # the token it issues too, or commits first and leaves mark_used nothing to spend.
+        user = await uow.users.get(token.user_id, for_update=True)
+        if user is None:
             raise InvalidRefreshToken("invalid refresh token")
         if token.revoked_at is not None:
             raise InvalidRefreshToken("refresh token revoked")
@@ -158,9 +170,6 @@ async def refresh(*, deps: Dependencies, refresh_token: str) -> IssuedTokens:
                 family_id=token.family_id,
             )
             raise RefreshTokenReused()
-        user = await uow.users.get(token.user_id)
-        if user is None:
-            raise InvalidRefreshToken("invalid refresh token")
         issued = await _issue_tokens(uow, deps=deps, user=user, family_id=token.family_id, now=now)
         await uow.commit()
     return issued
@@ -207,9 +216,17 @@ async def update_current_user(
         return user
     now = deps.clock()
     async with deps.uow() as uow:
-        current = await uow.users.get(user_id)
+        current = await uow.users.get(user_id, for_update=True)
         if current is None:
             raise UserGone()
+        if (
+            new_hash is not None
+            and current.password_hash != user.password_hash
+            and not await deps.passwords.verify(current.password_hash, current_password or "")
+        ):
+            # the hash changed since current_password was checked: a rehash keeps it good, a
+            # password changed meanwhile (another session's) does not
+            raise InvalidArgument.for_field("current_password", "does not match")
         profile_changed = full_name is not None and full_name != current.full_name
         current = replace(
             current,
@@ -238,7 +255,7 @@ async def update_current_user(
 async def delete_current_user(*, deps: Dependencies, user_id: str) -> None:
     """Delete the caller's account and every refresh token it holds."""
     async with deps.uow() as uow:
-        if await uow.users.get(user_id) is None:
+        if await uow.users.get(user_id, for_update=True) is None:
             raise UserGone()
         await uow.refresh_tokens.delete_for_user(user_id)
         await uow.users.delete(user_id)
@@ -285,7 +302,8 @@ async def bootstrap_admin(*, deps: Dependencies, email: str, password: str) -> N
 async def _promote_to_admin(*, deps: Dependencies, email: str) -> tuple[str, str] | None:
     """Make the user with this email an admin; None when there is no such user."""
     async with deps.uow() as uow:
-        user = await uow.users.get_by_email(email)
+        found = await uow.users.get_by_email(email)
+        user = await uow.users.get(found.id, for_update=True) if found is not None else None
         if user is None:
             return None
         if user.role is Role.ADMIN:
