@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,12 @@ def record_event(
     return envelope
 
 
+# PostgreSQL advisory lock of the relay at work on a database (each service has its own)
+RELAY_LOCK_KEY = int.from_bytes(
+    hashlib.blake2b(b"tienda_platform.outbox.relay", digest_size=8).digest(), "big", signed=True
+)
+
+
 class OutboxRelay:
     """Publishes unsent outbox rows in insertion order and marks them sent."""
 
@@ -149,12 +156,13 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish one batch of unsent events in order; returns how many were sent.
 
-        On PostgreSQL the batch's rows stay locked (FOR UPDATE SKIP LOCKED) from the read to
-        the mark, so that replicas relay different rows. SQLite has one write lock for the
-        whole database: the relay reads without it, publishes, and takes it only to mark the
-        rows sent, so commands and consumers are not held up for a Redis round trip; relays
-        of replicas sharing the file take turns by a lock on a file beside it, so that no row
-        is published twice.
+        One relay of a database is at work at a time, so that events leave in the order they
+        were written (the relays of other replicas find it busy and publish nothing). On
+        PostgreSQL that relay holds a transaction-level advisory lock from the read to the
+        mark, with the batch's rows locked too (FOR UPDATE). SQLite has one write lock for
+        the whole database: the relay reads without it, publishes, and takes it only to mark
+        the rows sent, so commands and consumers are not held up for a Redis round trip;
+        relays of replicas sharing the file take turns by a lock on a file beside it.
         """
         table = OutboxEvent.__table__  # type: ignore[attr-defined]
         query = (
@@ -178,6 +186,10 @@ class OutboxRelay:
                     await self._mark_published(session, rows)
         else:
             async with self._sessions() as session, session.begin():
+                if not await session.scalar(
+                    sa.select(sa.func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))
+                ):
+                    return 0  # another replica's relay is at work
                 query = query.with_for_update(skip_locked=True)
                 rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
                 await self._refresh_backlog(session, rows)

@@ -645,3 +645,48 @@ async def test_an_entry_that_carries_no_event_is_dead_lettered(
     finally:
         await reader.broker.stop()
         await client.aclose()
+
+
+async def test_a_second_relay_waits_while_one_publishes_so_events_leave_in_order(
+    redis_url: str, database_url: str
+) -> None:
+    """Two replicas' relays on one database (SQLite or PostgreSQL): while the first is
+    publishing its batch, the second publishes nothing, not even the rows after that batch,
+    which would reach the stream before the batch's own."""
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(PLATFORM_METADATA.create_all)
+    other_engine = create_engine(database_url)
+    client = redis.Redis.from_url(redis_url)
+    written = await write_events(engine, [f"u{i}" for i in range(6)])
+    first = OutboxRelay(engine=engine, broker=RedisBroker(redis_url), batch_size=3)
+    second = OutboxRelay(engine=other_engine, broker=RedisBroker(redis_url), batch_size=3)
+    publishing, go_on = asyncio.Event(), asyncio.Event()
+    publish = first._publish
+
+    async def held_publish(rows: list[object]) -> None:
+        publishing.set()
+        await go_on.wait()
+        await publish(rows)  # type: ignore[arg-type]
+
+    first._publish = held_publish  # type: ignore[method-assign]
+    try:
+        first_batch = asyncio.create_task(first.publish_batch())
+        await asyncio.wait_for(publishing.wait(), timeout=10)
+        assert await second.publish_batch() == 0
+        go_on.set()
+        assert await asyncio.wait_for(first_batch, timeout=10) == 3
+        assert await second.publish_batch() == 3
+
+        message_format = first._broker.config.message_format
+        published = [
+            EventEnvelope.FromString(message_format.parse(fields[b"__data__"])[0]).id
+            for _, fields in await client.xrange(AUTH_EVENTS)
+        ]
+        assert published == [e.id for e in written]
+    finally:
+        for relay in (first, second):
+            await relay._broker.stop()
+        await other_engine.dispose()
+        await engine.dispose()
+        await client.aclose()
