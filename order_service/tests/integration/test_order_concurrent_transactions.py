@@ -1,7 +1,8 @@
 """Transactions about one customer or one order at once, as replicas run them, on SQLite and
 PostgreSQL: an order placed while its customer is being deleted is refused or cancelled,
 whichever comes first; of two user events handled at once the newer wins, and of two status
-events of one order the higher-ranked stays.
+events of one order the higher-ranked stays; a webhook deleted while a delivery is being
+recorded for it goes with that delivery.
 
 Each test stops one transaction just before its commit and starts the other: the other must
 wait for it (a bounded wait shows it does), and what it does next depends on what it then sees.
@@ -18,7 +19,9 @@ import pytest
 from order_service.domain.commands import CreateOrder, RequestedItem
 from order_service.domain.customers import Customer
 from order_service.domain.model import CUSTOMER_DELETED, Order, OrderStatus, SagaMode
-from order_service.service_layer import customers, read_model, services
+from order_service.domain.webhooks import Webhook, WebhookDelivery, new_secret
+from order_service.service_layer import customers, read_model, services, webhooks
+from order_service.service_layer.notification_unit_of_work import SqlNotificationUnitOfWork
 from order_service.service_layer.ports import ProductCatalog, ProductSnapshot, Reservation
 from order_service.service_layer.unit_of_work import SqlUnitOfWork
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -244,3 +247,53 @@ async def test_of_two_status_events_handled_at_once_the_higher_ranked_stays(
         OrderStatus.CANCELLED,
         "cancelled by customer",
     )
+
+
+async def test_a_webhook_deleted_while_a_delivery_is_recorded_goes_with_it(
+    engine: AsyncEngine,
+) -> None:
+    """A consumer records a delivery for a webhook (not yet committed) when its owner deletes
+    the webhook: the deletion waits, then deletes the delivery with the webhook."""
+    sessions = session_factory(engine)
+    owner = Principal(user_id=new_id(), role=ROLE_CUSTOMER, token="t")
+    webhook = Webhook(
+        id=new_id(),
+        owner_id=owner.user_id,
+        receives_all=False,
+        url="https://hooks.example/x",
+        event_types=("order.created",),
+        secret=new_secret(),
+        create_time=T0,
+    )
+    async with SqlNotificationUnitOfWork(sessions, skip_locked=True) as uow:
+        await uow.webhooks.add(webhook)
+        await uow.commit()
+
+    recording = SqlNotificationUnitOfWork(sessions, skip_locked=True)
+    async with recording as uow:
+        delivery = WebhookDelivery.new(
+            delivery_id=new_id(),
+            webhook_id=webhook.id,
+            event_id=new_id(),
+            event_type="order.created",
+            body="{}",
+            now=T0,
+        )
+        await uow.deliveries.add(delivery)
+        assert recording._session is not None
+        await recording._session.flush()
+
+        deletion = asyncio.create_task(
+            webhooks.delete_webhook(
+                webhook_id=webhook.id,
+                principal=owner,
+                uow=SqlNotificationUnitOfWork(sessions, skip_locked=True),
+            )
+        )
+        assert await waits(deletion), "the deletion did not wait for the delivery"
+        await uow.commit()
+    await asyncio.wait_for(deletion, 10)
+
+    async with SqlNotificationUnitOfWork(sessions, skip_locked=True) as uow:
+        assert await uow.webhooks.get(webhook.id) is None
+        assert await uow.deliveries.get(delivery.id) is None

@@ -135,6 +135,13 @@ class SqlWebhookRepository(WebhookRepository):
         return None if row is None else _webhook(row)
 
     async def delete(self, webhook_id: str) -> None:
+        # The webhook's row first: a delivery being recorded for it meanwhile (its foreign
+        # key holds the row shared) commits before this goes on and is deleted with the rest;
+        # one recorded after finds no webhook and is not made. (SQLite has no FOR UPDATE: its
+        # writers hold the database's lock.)
+        await self._session.exec(
+            select(WebhookRow.id).where(WebhookRow.id == webhook_id).with_for_update()
+        )
         await self._session.exec(
             sa.delete(WebhookDeliveryRow).where(col(WebhookDeliveryRow.webhook_id) == webhook_id)
         )
