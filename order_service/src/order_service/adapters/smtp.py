@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
+import socket
+import threading
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -29,8 +32,31 @@ class SmtpMailer(Mailer):
         await asyncio.to_thread(self._send, message)
 
     def _send(self, message: EmailMessage) -> None:
+        # smtplib's timeout bounds each step (connect, each read); a server that trickles its
+        # replies would pass them all, so the whole exchange is bounded too: the connection is
+        # shut at the deadline, and the step under way fails. An attempt must end well within
+        # its lease, or another worker would send the email again meanwhile.
+        smtp = smtplib.SMTP(timeout=self._timeout)
+        expired = threading.Event()
+        deadline = threading.Timer(self._timeout, _shut, args=(smtp, expired))
+        deadline.start()
         try:
-            with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
+            smtp.connect(self._host, self._port)
+            with smtp:
                 smtp.send_message(message)
-        except smtplib.SMTPException as error:
+        except (smtplib.SMTPException, OSError) as error:
+            if expired.is_set():
+                raise MailerError(f"timed out after {self._timeout:g} s") from error
             raise MailerError(f"{type(error).__name__}: {error}") from error
+        finally:
+            deadline.cancel()
+            smtp.close()
+
+
+def _shut(smtp: smtplib.SMTP, expired: threading.Event) -> None:
+    """Shut the connection down under a step blocked on it (closing alone would not wake it)."""
+    expired.set()
+    sock = smtp.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

@@ -7,6 +7,8 @@ server name (SNI and certificate check) stay those of the URL.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from order_service.service_layer.notification_ports import HttpOutcome, WebhookSender
@@ -17,6 +19,10 @@ class HttpxWebhookSender(WebhookSender):
         # No proxies from the environment (they would bypass the address check), no redirects
         # (a 3xx could point anywhere; it counts as a failed attempt).
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        # httpx's timeouts bound each step (connect, each read); a receiver that trickles its
+        # answer would pass them all, so the whole request is bounded too: an attempt must end
+        # well within its lease, or another worker would make it again meanwhile
+        self._timeout = timeout
 
     async def post(
         self, *, url: str, address: str, headers: dict[str, str], body: str
@@ -28,13 +34,14 @@ class HttpxWebhookSender(WebhookSender):
         host_header = authority if original.port is None else f"{authority}:{original.port}"
         extensions = {"sni_hostname": name} if original.scheme == "https" else {}
         try:
-            response = await self._client.post(
-                pinned,
-                content=body.encode(),
-                headers={**headers, "host": host_header, "content-type": "application/json"},
-                extensions=extensions,
-            )
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.post(
+                    pinned,
+                    content=body.encode(),
+                    headers={**headers, "host": host_header, "content-type": "application/json"},
+                    extensions=extensions,
+                )
+        except (httpx.TimeoutException, TimeoutError):
             return HttpOutcome(0, "timed out")
         except httpx.HTTPError as error:
             return HttpOutcome(0, f"{type(error).__name__}: {error}"[:500])

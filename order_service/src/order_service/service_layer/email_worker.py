@@ -2,7 +2,9 @@
 
 Like the webhook worker: claim (attempt counted, lease set) in one transaction, send outside
 it, store the outcome in another. An email marked SENT is never sent again; only a mailer that
-dies between the server's answer and that commit can send one twice.
+dies between the server's answer and that commit can send one twice (a send is bounded as a
+whole by the mailer's timeout, well within the lease, so a slow server cannot outlast it and
+have another worker send the email meanwhile).
 """
 
 from __future__ import annotations

@@ -1,0 +1,88 @@
+"""A webhook receiver or an SMTP server that answers a byte at a time: each read is quick, so
+per-step timeouts never fire, but the attempt as a whole still ends at its timeout (well
+within its lease, after which another worker would make the attempt again)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from order_service.adapters.smtp import SmtpMailer
+from order_service.adapters.webhook_delivery import HttpxWebhookSender
+from order_service.service_layer.notification_ports import MailerError
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 1.0
+# a byte every 0.2 s: the whole answer takes several times TIMEOUT
+BYTE_EVERY = 0.2
+
+
+async def trickle(writer: asyncio.StreamWriter, answer: bytes) -> None:
+    for byte in answer:
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(BYTE_EVERY)
+
+
+@pytest.fixture
+async def trickling_http() -> AsyncIterator[int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await trickle(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+async def trickling_smtp() -> AsyncIterator[int]:
+    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await trickle(writer, b"220 slow.example ESMTP at your service\r\n")
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_webhook_receiver_that_trickles_its_answer_times_out_as_a_whole(
+    trickling_http: int,
+) -> None:
+    sender = HttpxWebhookSender(timeout=TIMEOUT)
+    started = time.monotonic()
+    try:
+        outcome = await sender.post(
+            url=f"http://hooks.example:{trickling_http}/x",
+            address="127.0.0.1",
+            headers={},
+            body="{}",
+        )
+    finally:
+        await sender.close()
+    assert (outcome.status_code, outcome.error) == (0, "timed out")
+    assert time.monotonic() - started < TIMEOUT + 2
+
+
+async def test_an_smtp_server_that_trickles_its_replies_times_out_as_a_whole(
+    trickling_smtp: int,
+) -> None:
+    mailer = SmtpMailer(host="127.0.0.1", port=trickling_smtp, sender="shop@x.io", timeout=TIMEOUT)
+    started = time.monotonic()
+    with pytest.raises(MailerError, match="timed out"):
+        await mailer.send(recipient="ada@x.io", subject="Hi", body="Hello")
+    assert time.monotonic() - started < TIMEOUT + 2
