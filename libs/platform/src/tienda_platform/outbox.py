@@ -29,6 +29,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform.aio import wait_for_event
 from tienda_platform.database import PlatformTable, is_sqlite, new_row, session_factory
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
+from tienda_platform.retention import (
+    PROCESSED_RETENTION,
+    STREAM_RETENTION,
+    forget_processed,
+    trim_stream,
+)
 from tienda_platform.telemetry import tracer, tracing_configured
 
 EVENTS_PUBLISHED = Counter(
@@ -110,6 +116,8 @@ class OutboxRelay:
         max_backoff_seconds: float = 5.0,
         retention: timedelta = timedelta(days=1),
         count_backlog_every: float = 1.0,
+        stream_retention: timedelta = STREAM_RETENTION,
+        processed_retention: timedelta = PROCESSED_RETENTION,
     ) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -122,6 +130,9 @@ class OutboxRelay:
         self._retention = retention
         self._count_every = count_backlog_every
         self._counted_at = float("-inf")
+        self._stream_retention = stream_retention
+        self._processed_retention = processed_retention
+        self._streams: set[str] = set()  # the streams this relay has published to
         self._wake = asyncio.Event()
 
     def notify(self) -> None:
@@ -140,7 +151,7 @@ class OutboxRelay:
                 published = await self.publish_batch()
                 backoff = self._idle
                 if datetime.now(UTC) - cleaned_at > timedelta(minutes=10):
-                    await self.delete_published()
+                    await self.tidy()
                     cleaned_at = datetime.now(UTC)
             except asyncio.CancelledError:
                 raise
@@ -199,6 +210,7 @@ class OutboxRelay:
                 await self._mark_published(session, rows)
         for _, event_type, stream, _, _ in rows:
             EVENTS_PUBLISHED.labels(stream, event_type).inc()
+            self._streams.add(stream)
         return len(rows)
 
     async def _publish(self, rows: list[Any]) -> None:
@@ -277,6 +289,19 @@ class OutboxRelay:
             self._counted_at = time.monotonic()
         oldest = _aware(rows[0].create_time) if rows else None
         OUTBOX_OLDEST_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+
+    async def tidy(self) -> None:
+        """What keeps the event tables and streams from growing for ever (run every ten
+        minutes): published outbox rows past their retention go, the streams this relay
+        publishes to lose the entries every group has acknowledged (tienda_platform.retention),
+        and the processed-event records of this database's consumers past theirs go."""
+        await self.delete_published()
+        client = await self._broker.connect()
+        for stream in sorted(self._streams):
+            trimmed = await trim_stream(client, stream, keep=self._stream_retention)
+            if trimmed:
+                logger.info("{stream}: {n} entries trimmed", stream=stream, n=trimmed)
+        await forget_processed(self._sessions, keep=self._processed_retention)
 
     async def delete_published(self) -> None:
         """Forget events published longer ago than the retention period."""
