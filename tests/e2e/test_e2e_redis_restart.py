@@ -1,0 +1,49 @@
+"""Redis restarted under load, in both saga modes: the events waiting in the outboxes and the
+entries waiting in the streams go on once it is back, so every order placed before, during
+and after the restart reaches its end, and the stock adds up."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from e2e_support import User, create_product, eventually, stock_of, wait_terminal
+from tienda_devstack.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def place(api: httpx.Client, customer: User, product_id: str) -> str:
+    response = api.post(
+        "/v1/orders",
+        headers=customer.headers,
+        json={"items": [{"product_id": product_id, "quantity": 1}], "payment_token": "tok_ok"},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def test_orders_placed_around_a_redis_restart_all_finish(
+    api: httpx.Client, admin: User, customer: User, stack: Stack
+) -> None:
+    assert stack.redis is not None, "the end-to-end stack runs its own Redis"
+    product = create_product(api, admin, stock=100)
+    before = [place(api, customer, product["id"]) for _ in range(10)]
+
+    # stopped with its entries pending in the groups, and events unsent in the outboxes
+    stack.redis.stop()
+    during = [place(api, customer, product["id"]) for _ in range(5)]  # state commits anyway
+    stack.redis.start()
+    after = [place(api, customer, product["id"]) for _ in range(5)]
+
+    orders = [wait_terminal(api, customer, o, timeout=90) for o in before + during + after]
+    assert {o["status"] for o in orders} == {"ORDER_STATUS_CONFIRMED"}, orders
+    eventually(lambda: stock_of(api, product["id"]) == 100 - len(orders), timeout=30)
+    # the read model heard of every order too
+    placed = {o["id"] for o in orders}
+    eventually(lambda: confirmed_in_list(api, customer) == placed, timeout=30)
+
+
+def confirmed_in_list(api: httpx.Client, customer: User) -> set[str]:
+    response = api.get("/v1/orders", headers=customer.headers, params={"page_size": 50})
+    assert response.status_code == 200, response.text
+    return {o["id"] for o in response.json()["orders"] if o["status"] == "ORDER_STATUS_CONFIRMED"}
