@@ -151,8 +151,8 @@ class OutboxRelay:
                 published = await self.publish_batch()
                 backoff = self._idle
                 if datetime.now(UTC) - cleaned_at > timedelta(minutes=10):
-                    await self.tidy()
                     cleaned_at = datetime.now(UTC)
+                    await self._tidy_or_warn()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -289,6 +289,13 @@ class OutboxRelay:
             self._counted_at = time.monotonic()
         oldest = _aware(rows[0].create_time) if rows else None
         OUTBOX_OLDEST_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+
+    async def _tidy_or_warn(self) -> None:
+        # tidying can wait for the next round; publishing must not wait for it
+        try:
+            await self.tidy()
+        except Exception as error:
+            logger.warning("outbox relay cannot tidy up yet: {error}", error=repr(error)[:200])
 
     async def tidy(self) -> None:
         """What keeps the event tables and streams from growing for ever (run every ten

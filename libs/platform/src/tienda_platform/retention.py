@@ -44,6 +44,8 @@ async def trim_stream(
     now = now or datetime.now(UTC)
     # stream ids start with the milliseconds of their XADD
     bound = (int((now - keep).timestamp() * 1000), 0)
+    if not await client.exists(stream):
+        return 0
     for group in await client.xinfo_groups(stream):
         bound = min(bound, _entry_id(group["last-delivered-id"]))
         if group["pending"]:

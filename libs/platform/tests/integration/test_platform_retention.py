@@ -3,8 +3,10 @@ no consumer group needs any more, and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -85,6 +87,10 @@ async def test_recent_entries_stay_for_the_retention_even_when_acknowledged(
     # an hour later they are old enough
     later = datetime.now(UTC) + 2 * HOUR
     assert await trim_stream(client, STREAM, keep=HOUR, now=later) == 4
+
+
+async def test_a_stream_that_is_gone_has_nothing_to_trim(client: redis.Redis) -> None:
+    assert await trim_stream(client, STREAM, keep=HOUR) == 0
 
 
 async def test_idempotency_records_older_than_the_retention_are_forgotten(
@@ -169,3 +175,51 @@ async def test_the_relay_tidies_its_streams_and_records_but_not_dead_letters(
         await client.delete(AUTH_EVENTS, dead_letters)
         await client.aclose()
         await engine.dispose()
+
+
+async def test_a_relay_that_cannot_tidy_goes_on_publishing_and_tries_again_later(
+    redis_url: str, tmp_path: Path
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
+    client = redis.Redis.from_url(redis_url)
+    relay = OutboxRelay(engine=engine, broker=RedisBroker(redis_url), idle_seconds=0.01)
+    attempts = 0
+
+    async def failing_tidy() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError("redis went away")
+
+    relay.tidy = failing_tidy  # type: ignore[method-assign]
+    try:
+        await client.delete(AUTH_EVENTS)
+        async with engine.begin() as conn:
+            await conn.run_sync(PLATFORM_METADATA.create_all)
+        running = asyncio.create_task(relay.run())
+        for n in range(3):  # three rounds of the relay, each with an event to publish
+            async with session_factory(engine)() as session, session.begin():
+                record_event(
+                    session,
+                    source="auth_service",
+                    event_type="user.deleted",
+                    subject=f"users/u{n}",
+                    payload=events_pb2.UserDeleted(user_id=f"u{n}"),
+                )
+            relay.notify()
+            await asyncio.wait_for(_stream_reaches(client, n + 1), timeout=10)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert attempts == 1  # the next try is ten minutes on
+    finally:
+        await relay._broker.stop()
+        await client.delete(AUTH_EVENTS)
+        await client.aclose()
+        await engine.dispose()
+
+
+async def _stream_reaches(client: redis.Redis, length: int) -> None:
+    while True:
+        if await client.xlen(AUTH_EVENTS) >= length:
+            return
+        await asyncio.sleep(0.01)
