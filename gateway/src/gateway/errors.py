@@ -96,8 +96,10 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         """The JSON response for this error."""
+        text = json.dumps(self.body(), ensure_ascii=False, separators=(",", ":"))
         return Response(
-            json.dumps(self.body(), ensure_ascii=False, separators=(",", ":")),
+            # a message quoting a client's lone surrogate is escaped, not an encoding error
+            text.encode("utf-8", "backslashreplace"),
             status_code=self.http_status,
             headers=self.headers,
             media_type="application/json",

@@ -190,11 +190,19 @@ class RequestBuilder:
 def decode_json(body: bytes) -> Any:
     """JSON from a request body; anything that is not JSON is a 400."""
     try:
-        return json.loads(body)
+        data = json.loads(body)
+        # JSON can spell a lone surrogate (\ud800 alone), which no UTF-8 text holds: protobuf
+        # would fail on it as a field name, and so would any answer that quoted it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
     except RecursionError:
         raise invalid_argument("the request body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise invalid_argument(
+            "the request body holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+        ) from None
     except ValueError:
         raise invalid_argument("the request body is not valid JSON") from None
+    return data
 
 
 def _set_scalar(parent: Message, field: FieldDescriptor, values: list[str], name: str) -> None:

@@ -137,3 +137,11 @@ def test_clip() -> None:
 def test_unauthenticated_asks_for_a_bearer_token() -> None:
     error = ApiError(grpc.StatusCode.UNAUTHENTICATED, "no")
     assert error.response().headers["www-authenticate"] == "Bearer"
+
+
+def test_an_error_quoting_a_lone_surrogate_is_still_json() -> None:
+    response = ApiError(grpc.StatusCode.INVALID_ARGUMENT, "bad name '\ud800'").response()
+    assert response.status_code == 400
+    text = bytes(response.body).decode("utf-8")  # valid UTF-8: the surrogate is escaped
+    assert "\\ud800" in text
+    assert json.loads(text)["message"] == "bad name '\ud800'"

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from gateway.errors import ApiError
 from gateway.rules import HttpBinding, contract_services, http_bindings
-from gateway.transcoding import RequestBuilder, response_json
+from gateway.transcoding import RequestBuilder, decode_json, response_json
 from order.v1 import order_pb2
 from product.v1 import product_pb2
 
@@ -197,3 +197,18 @@ def test_responses_use_proto_names_strings_for_int64_and_print_defaults() -> Non
     assert document["stock"] == 0
     assert document["description"] == ""
     assert "priceCents" not in document
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"\\ud800": null}', b'{"items": "\\udfff"}', b'["\\ud83d"]', b'{"a": "\xed\xa0\x80"}'],
+    ids=["in a name", "in a value", "a high one alone", "as raw bytes"],
+)
+def test_json_with_a_lone_surrogate_is_a_400(body: bytes) -> None:
+    with pytest.raises(ApiError) as caught:
+        decode_json(body)
+    assert caught.value.http_status == 400
+
+
+def test_json_with_a_surrogate_pair_is_a_character() -> None:
+    assert decode_json(b'{"name": "\\ud83d\\ude00"}') == {"name": "\U0001f600"}

@@ -35,6 +35,6 @@ def decode_page_token(token: str, keys: tuple[str, ...]) -> dict[str, Any] | Non
             raise ValueError
         if not all(isinstance(cursor.get(k), str) for k in keys):
             raise ValueError
-    except (ValueError, UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise InvalidArgument.for_field("page_token", "not a page token from this API") from None
     return {k: cursor[k] for k in keys}

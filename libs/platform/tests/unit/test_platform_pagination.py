@@ -40,3 +40,11 @@ def test_validator_reports_every_violation() -> None:
         "items[1].product_id",
     ]
     assert "and 1 more" in caught.value.message
+
+
+def test_a_page_token_nested_too_deeply_is_an_invalid_argument() -> None:
+    import base64
+
+    token = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode().rstrip("=")
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, ("before",))
