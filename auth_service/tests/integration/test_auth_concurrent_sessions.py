@@ -59,6 +59,18 @@ class Race:
         self.first_deps = replace(deps, uow=lambda: self.held)
         self.deps = deps
 
+    def change_password(
+        self, *, held: bool = False, to: str = NEW_PASSWORD
+    ) -> Coroutine[Any, Any, Any]:
+        """The user changes PASSWORD to `to`, with the unit of work held at its commit or not."""
+        return services.update_current_user(
+            deps=self.first_deps if held else self.deps,
+            user_id=self.user_id,
+            full_name=None,
+            password=to,
+            current_password=PASSWORD,
+        )
+
     async def run(
         self, first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]
     ) -> tuple[Any, Any]:
@@ -100,16 +112,8 @@ async def test_a_replay_during_a_refresh_revokes_the_token_that_refresh_issues(
 
 async def test_a_refresh_during_a_password_change_gets_nothing(race: Race) -> None:
     tokens = await services.login(deps=race.deps, email=EMAIL, password=PASSWORD)
-    user_id = race.user_id
-
     changed, refreshed = await race.run(
-        services.update_current_user(
-            deps=race.first_deps,
-            user_id=user_id,
-            full_name=None,
-            password=NEW_PASSWORD,
-            current_password=PASSWORD,
-        ),
+        race.change_password(held=True),
         services.refresh(deps=race.deps, refresh_token=tokens.refresh_token),
     )
     assert not isinstance(changed, BaseException), changed
@@ -120,19 +124,11 @@ async def test_a_refresh_during_a_password_change_gets_nothing(race: Race) -> No
 async def test_a_name_change_during_a_password_change_keeps_the_new_password(
     race: Race,
 ) -> None:
-    user_id = race.user_id
-
     changed, renamed = await race.run(
-        services.update_current_user(
-            deps=race.first_deps,
-            user_id=user_id,
-            full_name=None,
-            password=NEW_PASSWORD,
-            current_password=PASSWORD,
-        ),
+        race.change_password(held=True),
         services.update_current_user(
             deps=race.deps,
-            user_id=user_id,
+            user_id=race.user_id,
             full_name="Ada Lovelace",
             password=None,
             current_password=None,
@@ -143,7 +139,7 @@ async def test_a_name_change_during_a_password_change_keeps_the_new_password(
     with pytest.raises(Unauthenticated):
         await services.login(deps=race.deps, email=EMAIL, password=PASSWORD)
     await services.login(deps=race.deps, email=EMAIL, password=NEW_PASSWORD)
-    user = await services.get_current_user(deps=race.deps, user_id=user_id)
+    user = await services.get_current_user(deps=race.deps, user_id=race.user_id)
     assert user.full_name == "Ada Lovelace"
 
 
@@ -152,23 +148,9 @@ async def test_a_second_password_change_checked_against_the_old_password_is_refu
 ) -> None:
     """Two sessions change the password at once, both knowing the old one: the second was
     checked against a hash that is gone by the time it writes, so it is refused."""
-    user_id = race.user_id
-
     first, second = await race.run(
-        services.update_current_user(
-            deps=race.first_deps,
-            user_id=user_id,
-            full_name=None,
-            password=NEW_PASSWORD,
-            current_password=PASSWORD,
-        ),
-        services.update_current_user(
-            deps=race.deps,
-            user_id=user_id,
-            full_name=None,
-            password="another-pass-99",
-            current_password=PASSWORD,
-        ),
+        race.change_password(held=True),
+        race.change_password(to="another-pass-99"),
     )
     assert not isinstance(first, BaseException), first
     assert isinstance(second, InvalidArgument), second

@@ -5,6 +5,7 @@ within its lease, after which another worker would make the attempt again)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -27,37 +28,41 @@ async def trickle(writer: asyncio.StreamWriter, answer: bytes) -> None:
         await asyncio.sleep(BYTE_EVERY)
 
 
-@pytest.fixture
-async def trickling_http() -> AsyncIterator[int]:
+@contextlib.asynccontextmanager
+async def trickling_server(request_ends: bytes | None, answer: bytes) -> AsyncIterator[int]:
+    """A server on a free port that reads up to `request_ends` (None: reads nothing) and
+    trickles `answer` back; yields its port."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await reader.readuntil(b"\r\n\r\n")
-            await trickle(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            if request_ends is not None:
+                await reader.readuntil(request_ends)
+            await trickle(writer, answer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def trickling_http() -> AsyncIterator[int]:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with trickling_server(b"\r\n\r\n", answer) as port:
+        yield port
 
 
 @pytest.fixture
 async def trickling_smtp() -> AsyncIterator[int]:
-    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await trickle(writer, b"220 slow.example ESMTP at your service\r\n")
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+    # the greeting, a byte at a time: the client waits for it before anything else
+    async with trickling_server(None, b"220 slow.example ESMTP at your service\r\n") as port:
+        yield port
 
 
 async def test_a_webhook_receiver_that_trickles_its_answer_times_out_as_a_whole(
