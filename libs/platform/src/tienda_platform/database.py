@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +58,13 @@ def is_sqlite(url: str) -> bool:
 READ_ONLY = "tienda_read_only"
 # How long a SQLite writer waits for the write lock before failing.
 SQLITE_BUSY_SECONDS = 30
+
+
+def advisory_lock_key(name: str) -> int:
+    """The 64-bit key of a PostgreSQL advisory lock named `name` (a hash: two names that
+    collided would only make unrelated transactions take turns)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,13 @@ from sqlmodel import Field, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tienda_platform.aio import wait_for_event
-from tienda_platform.database import PlatformTable, is_sqlite, new_row, session_factory
+from tienda_platform.database import (
+    PlatformTable,
+    advisory_lock_key,
+    is_sqlite,
+    new_row,
+    session_factory,
+)
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
 from tienda_platform.retention import (
     PROCESSED_RETENTION,
@@ -98,9 +103,7 @@ def record_event(
 
 
 # PostgreSQL advisory lock of the relay at work on a database (each service has its own)
-RELAY_LOCK_KEY = int.from_bytes(
-    hashlib.blake2b(b"tienda_platform.outbox.relay", digest_size=8).digest(), "big", signed=True
-)
+RELAY_LOCK_KEY = advisory_lock_key("tienda_platform.outbox.relay")
 
 
 class OutboxRelay:

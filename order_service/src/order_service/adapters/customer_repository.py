@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-import hashlib
 
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.database import advisory_lock_key
 
 from order_service.adapters.orm import CustomerRow
 from order_service.adapters.repository import utc
@@ -33,18 +33,6 @@ class CustomerRepository(abc.ABC):
         before the snapshot is read, it works whether or not a snapshot exists yet."""
 
 
-# the first key of the two-key form of PostgreSQL's advisory locks: "customers" in this service
-_CUSTOMER_LOCKS = int.from_bytes(
-    hashlib.blake2b(b"order_service.customers", digest_size=4).digest(), "big", signed=True
-)
-
-
-def _lock_key(customer_id: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(customer_id.encode(), digest_size=4).digest(), "big", signed=True
-    )
-
-
 class SqlCustomerRepository(CustomerRepository):
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -68,7 +56,7 @@ class SqlCustomerRepository(CustomerRepository):
             return
         lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         await self._session.exec(  # type: ignore[call-overload]
-            sa.select(getattr(sa.func, lock)(_CUSTOMER_LOCKS, _lock_key(customer_id)))
+            sa.select(getattr(sa.func, lock)(advisory_lock_key(f"customers/{customer_id}")))
         )
 
     async def save(self, customer: Customer) -> None:
