@@ -392,6 +392,19 @@ def assert_safe(
         assert leak not in response.text, f"the error leaks {leak!r}" + context
 
 
+def send_body(api: httpx.Client, targets: Targets, route: WriteRoute, content: bytes) -> None:
+    """Send a body to a write route as its caller (checked by send), then forget any webhook
+    it registered."""
+    response = send(
+        api,
+        route.method,
+        targets.path(route.path),
+        headers=targets.headers(route.who),
+        content=content,
+    )
+    _forget_webhook(api, targets, response)
+
+
 def _forget_webhook(api: httpx.Client, targets: Targets, response: httpx.Response) -> None:
     """A fuzzed body may register a webhook: remove it at once."""
     if response.request.url.path == "/v1/webhooks" and response.status_code == 200:
@@ -412,15 +425,7 @@ def test_write_routes_answer_any_json_safely(
     api: httpx.Client, targets: Targets, route: WriteRoute, data: st.DataObject
 ) -> None:
     body = data.draw(json_values, label="body")
-    ascii_only = data.draw(st.booleans(), label="ascii_only")
-    response = send(
-        api,
-        route.method,
-        targets.path(route.path),
-        headers=targets.headers(route.who),
-        content=encode_json(body, ascii_only),
-    )
-    _forget_webhook(api, targets, response)
+    send_body(api, targets, route, encode_json(body, data.draw(st.booleans(), label="ascii_only")))
 
 
 @pytest.mark.parametrize("route", WRITE_ROUTES, ids=ROUTE_IDS)
@@ -430,15 +435,7 @@ def test_write_routes_answer_junk_fields_safely(
     api: httpx.Client, targets: Targets, route: WriteRoute, data: st.DataObject
 ) -> None:
     body = data.draw(junk_objects(route, targets.real_ids), label="body")
-    ascii_only = data.draw(st.booleans(), label="ascii_only")
-    response = send(
-        api,
-        route.method,
-        targets.path(route.path),
-        headers=targets.headers(route.who),
-        content=encode_json(body, ascii_only),
-    )
-    _forget_webhook(api, targets, response)
+    send_body(api, targets, route, encode_json(body, data.draw(st.booleans(), label="ascii_only")))
 
 
 @fuzz_settings(max_examples=60)
@@ -447,15 +444,7 @@ def test_write_routes_answer_raw_bytes_safely(
     api: httpx.Client, targets: Targets, data: st.DataObject
 ) -> None:
     route = data.draw(st.sampled_from(WRITE_ROUTES), label="route")
-    body = data.draw(raw_bodies, label="body")
-    response = send(
-        api,
-        route.method,
-        targets.path(route.path),
-        headers=targets.headers(route.who),
-        content=body,
-    )
-    _forget_webhook(api, targets, response)
+    send_body(api, targets, route, data.draw(raw_bodies, label="body"))
 
 
 PATH_ROUTES = [

@@ -21,6 +21,7 @@ from auth_service.service_layer.services import Dependencies
 from auth_service.service_layer.unit_of_work import SqlUnitOfWork
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform import testing
 from tienda_platform.database import session_factory
 from tienda_platform.errors import InvalidArgument, Unauthenticated
 
@@ -31,20 +32,8 @@ EMAIL, PASSWORD, NEW_PASSWORD = "ada@example.com", "correct-horse-42", "battery-
 NOT_WAITING = 1.0
 
 
-class HeldAtCommit(SqlUnitOfWork):
+class HeldAtCommit(testing.HeldAtCommit, SqlUnitOfWork):
     """A unit of work that stops before its commit, its statements sent, until released."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        super().__init__(sessions)
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def commit(self) -> None:
-        assert self._session is not None
-        await self._session.flush()
-        self.reached.set()
-        await self.release.wait()
-        await super().commit()
 
 
 class Race:

@@ -25,6 +25,7 @@ from order_service.service_layer.notification_unit_of_work import SqlNotificatio
 from order_service.service_layer.ports import ProductCatalog, ProductSnapshot, Reservation
 from order_service.service_layer.unit_of_work import SqlUnitOfWork
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tienda_platform import testing
 from tienda_platform.auth import ROLE_CUSTOMER, Principal
 from tienda_platform.database import session_factory
 from tienda_platform.errors import FailedPrecondition
@@ -55,20 +56,8 @@ class OneProduct(ProductCatalog):
         raise AssertionError("not called: no saga runs here")
 
 
-class HeldAtCommit(SqlUnitOfWork):
+class HeldAtCommit(testing.HeldAtCommit, SqlUnitOfWork):
     """A unit of work that stops before its commit, its statements sent, until released."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        super().__init__(session_factory(engine))
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def commit(self) -> None:
-        assert self._session is not None
-        await self._session.flush()
-        self.reached.set()
-        await self.release.wait()
-        await super().commit()
 
 
 async def known_customer(uow_factory: UowFactory) -> Principal:
@@ -106,7 +95,7 @@ async def test_a_deletion_during_an_order_waits_for_it_and_cancels_it(
     uow_factory: UowFactory, engine: AsyncEngine
 ) -> None:
     principal = await known_customer(uow_factory)
-    placing = HeldAtCommit(engine)
+    placing = HeldAtCommit(session_factory(engine))
     order_task = place(principal, placing)
     await asyncio.wait_for(placing.reached.wait(), 10)
 
@@ -126,7 +115,7 @@ async def test_an_order_during_a_deletion_waits_for_it_and_is_refused(
     uow_factory: UowFactory, engine: AsyncEngine
 ) -> None:
     principal = await known_customer(uow_factory)
-    deleting = HeldAtCommit(engine)
+    deleting = HeldAtCommit(session_factory(engine))
     deletion = delete(principal, deleting)
     await asyncio.wait_for(deleting.reached.wait(), 10)
 
@@ -182,7 +171,7 @@ async def test_of_two_user_events_handled_at_once_the_newer_wins(
     older one starts; the older waits, then reads the newer name and leaves it."""
     customer_id = new_id()
     await rename(customer_id, uow_factory(), "Cleo", T0)
-    newer = HeldAtCommit(engine)
+    newer = HeldAtCommit(session_factory(engine))
     newer_task = asyncio.create_task(
         rename(customer_id, newer, "Cleo Newer", T0 + timedelta(seconds=2))
     )
@@ -227,7 +216,7 @@ async def test_of_two_status_events_handled_at_once_the_higher_ranked_stays(
         total_cents=1200,
         event_time=T0,
     )
-    cancelling = HeldAtCommit(engine)
+    cancelling = HeldAtCommit(session_factory(engine))
     cancelled = asyncio.create_task(
         status_event(order_id, cancelling, OrderStatus.CANCELLED, T0 + timedelta(seconds=2))
     )

@@ -5,6 +5,7 @@ Loaded as a plugin from the repository's root conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -145,3 +146,26 @@ async def redis_url(request: pytest.FixtureRequest, embedded_redis: Any) -> Asyn
     await client.flushdb()
     await client.aclose()
     yield url
+
+
+class HeldAtCommit:
+    """Mixin for a service's SQL unit of work (one with a `_session`) that stops before its
+    commit, its statements sent, until released: races between replicas' transactions are
+    tested by holding one there and starting the other.
+
+        class HeldUnitOfWork(HeldAtCommit, SqlUnitOfWork): ...
+    """
+
+    _session: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def commit(self) -> None:
+        assert self._session is not None
+        await self._session.flush()
+        self.reached.set()
+        await self.release.wait()
+        await super().commit()  # type: ignore[misc]

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from events.v1 import events_pb2
 from faststream.redis import RedisBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import AUTH_EVENTS, dead_letter_stream
 from tienda_platform.consumers import ProcessedEvent
 from tienda_platform.database import PLATFORM_METADATA, create_engine, session_factory
@@ -128,6 +129,16 @@ async def _processed(engine: AsyncEngine) -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in rows]
 
 
+def record_deleted(session: AsyncSession, user_id: str) -> None:
+    record_event(
+        session,
+        source="auth_service",
+        event_type="user.deleted",
+        subject=f"users/{user_id}",
+        payload=events_pb2.UserDeleted(user_id=user_id),
+    )
+
+
 async def test_the_relay_tidies_its_streams_and_records_but_not_dead_letters(
     redis_url: str, database_url: str
 ) -> None:
@@ -148,13 +159,7 @@ async def test_the_relay_tidies_its_streams_and_records_but_not_dead_letters(
         await client.xgroup_create(AUTH_EVENTS, "readers", id="0", mkstream=True)
         async with session_factory(engine)() as session, session.begin():
             for n in range(3):
-                record_event(
-                    session,
-                    source="auth_service",
-                    event_type="user.deleted",
-                    subject=f"users/u{n}",
-                    payload=events_pb2.UserDeleted(user_id=f"u{n}"),
-                )
+                record_deleted(session, f"u{n}")
             session.add(
                 ProcessedEvent(
                     consumer_group="readers",
@@ -198,13 +203,7 @@ async def test_a_relay_that_cannot_tidy_goes_on_publishing_and_tries_again_later
         running = asyncio.create_task(relay.run())
         for n in range(3):  # three rounds of the relay, each with an event to publish
             async with session_factory(engine)() as session, session.begin():
-                record_event(
-                    session,
-                    source="auth_service",
-                    event_type="user.deleted",
-                    subject=f"users/u{n}",
-                    payload=events_pb2.UserDeleted(user_id=f"u{n}"),
-                )
+                record_deleted(session, f"u{n}")
             relay.notify()
             await asyncio.wait_for(_stream_reaches(client, n + 1), timeout=10)
         running.cancel()

@@ -110,18 +110,24 @@ async def test_jwks_unreachable_at_first_use_is_unauthenticated() -> None:
         await verifier.verify(mint.token("u"))
 
 
-async def test_a_token_is_checked_in_full_once_then_taken_from_the_cache(
-    token_mint: TokenMint, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    verifier = token_mint.verifier()
-    decoded: list[str] = []
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens checked in full (their signature verified by jwt.decode), in order."""
+    tokens: list[str] = []
     decode = jwt.decode
 
     def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(token)
+        tokens.append(token)
         return decode(token, *args, **kwargs)
 
     monkeypatch.setattr(jwt, "decode", counting_decode)
+    return tokens
+
+
+async def test_a_token_is_checked_in_full_once_then_taken_from_the_cache(
+    token_mint: TokenMint, decoded: list[str]
+) -> None:
+    verifier = token_mint.verifier()
     alice, bob = token_mint.token("alice"), token_mint.token("bob", "admin")
     for _ in range(3):
         assert (await verifier.verify(alice)).user_id == "alice"
@@ -181,19 +187,11 @@ async def test_the_cache_keeps_at_most_its_size(token_mint: TokenMint) -> None:
 
 
 async def test_a_cache_size_of_zero_checks_every_token_in_full(
-    token_mint: TokenMint, monkeypatch: pytest.MonkeyPatch
+    token_mint: TokenMint, decoded: list[str]
 ) -> None:
     verifier = TokenVerifier(
         token_mint.verifier()._keys, issuer="tienda-auth", audience="tienda", cache_size=0
     )
-    decoded: list[str] = []
-    decode = jwt.decode
-
-    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(token)
-        return decode(token, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", counting_decode)
     token = token_mint.token("alice")
     for _ in range(3):
         assert (await verifier.verify(token)).user_id == "alice"
