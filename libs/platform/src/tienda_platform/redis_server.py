@@ -102,6 +102,14 @@ class EmbeddedRedis:
                 self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would end it: what it acknowledged is in the append-only file
+        (written before each reply; fsynced every second, which only an OS crash tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
