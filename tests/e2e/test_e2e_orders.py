@@ -30,6 +30,35 @@ def test_confirmed_order_takes_stock_and_snapshots_prices(
     assert stock_of(api, product["id"]) == 3
 
 
+def test_a_stock_count_set_from_a_stale_read_is_refused_not_applied(
+    api: httpx.Client, admin: User, customer: User
+) -> None:
+    """An admin counts 5 on the shelf from a read made before an order took 2: that write
+    would give the order's units away again. With If-Match it fails (412) and loses nothing."""
+    product = create_product(api, admin, stock=5)
+    path = f"/v1/products/{product['id']}"
+    read = api.get(path)
+    assert read.headers["etag"] == f'"{read.json()["etag"]}"'
+
+    place_order(api, customer, product["id"], 2, "tok_ok")
+
+    stale = api.patch(
+        path, headers={**admin.headers, "If-Match": read.headers["etag"]}, json={"stock": 5}
+    )
+    assert stale.status_code == 412, stale.text
+    assert stock_of(api, product["id"]) == 3
+    now = api.get(path, headers={"If-None-Match": read.headers["etag"]})
+    assert now.status_code == 200 and now.headers["etag"] != read.headers["etag"]
+    assert api.get(path, headers={"If-None-Match": now.headers["etag"]}).status_code == 304
+
+    counted = api.patch(
+        path, headers={**admin.headers, "If-Match": now.headers["etag"]}, json={"stock": 8}
+    )
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["stock"] == 8 and counted.headers["etag"] != now.headers["etag"]
+    assert stock_of(api, product["id"]) == 8
+
+
 def test_declined_payment_cancels_and_restores_stock(
     api: httpx.Client, admin: User, customer: User
 ) -> None:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.conditional import (
+    Condition,
+    changed_since_read,
+    entity_tag,
+    etag_of,
+    precondition_failed,
+)
 from gateway.errors import ApiError, from_rpc_error
 from gateway.transcoding import RequestBuilder, response_json
 from gateway.upstreams import Metadata, UnaryCall, Upstreams
@@ -17,11 +26,14 @@ from gateway.upstreams import Metadata, UnaryCall, Upstreams
 MAX_AUTHORIZATION_CHARS = 8 * 1024
 
 
-def json_response(data: Any, status_code: int = 200) -> Response:
+def json_response(
+    data: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     """A compact JSON response."""
     return Response(
         json.dumps(data, ensure_ascii=False, separators=(",", ":")),
         status_code=status_code,
+        headers=headers,
         media_type="application/json",
     )
 
@@ -73,11 +85,41 @@ class RpcEndpoint:
         body = await read_body(request, limit=self.max_body_bytes) if self.builder.has_body else b""
         query = request.query_params.multi_items() if request.scope["query_string"] else ()
         message = self.builder.build(path_params=params, query=query, body=body)
+        reads = self.builder.binding.http_method == "GET"
+        if_match = _condition(request, "If-Match")
+        if if_match is not None and not reads:
+            self._make_conditional(message, if_match)
         try:
             reply = await self.call(message, metadata=metadata)
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, rpc=self.call.full_name) from None
-        return json_response(response_json(reply))
+            failure = from_rpc_error(error, rpc=self.call.full_name)
+            if if_match is not None and failure.code is grpc.StatusCode.ABORTED:
+                failure = changed_since_read(failure)
+            raise failure from None
+        etag = etag_of(reply)
+        headers = {"ETag": entity_tag(etag)} if etag else {}
+        if reads:
+            if if_match is not None and not if_match.strong_match(etag):
+                raise precondition_failed("the resource does not have the entity tag of If-Match")
+            if_none_match = _condition(request, "If-None-Match")
+            if if_none_match is not None and if_none_match.weak_match(etag):
+                return Response(status_code=304, headers=headers)
+        return json_response(response_json(reply), headers=headers)
+
+    def _make_conditional(self, message: Message, if_match: Condition) -> None:
+        """The change goes ahead only if the resource still has If-Match's entity tag."""
+        if not self.builder.takes_etag:
+            if not if_match.any:
+                raise precondition_failed("this resource has no entity tags to match")
+            return
+        tag = if_match.strong_tag()
+        if tag is not None:
+            self.builder.set_etag(message, tag)
+
+
+def _condition(request: Request, name: str) -> Condition | None:
+    value = request.headers.get(name)
+    return None if value is None else Condition(value, name)
 
 
 async def healthz(request: Request, params: dict[str, str]) -> Response:

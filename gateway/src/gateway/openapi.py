@@ -8,9 +8,10 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from gateway import __version__
+from gateway.conditional import has_etag
 from gateway.rules import HttpBinding
 from gateway.schemas import SCHEMA_REF, Comments, SchemaRegistry, is_required
-from gateway.transcoding import TEXT_MESSAGES, resolve_field_path
+from gateway.transcoding import TEXT_MESSAGES, RequestBuilder, resolve_field_path
 
 # RPCs callable without a bearer token. The contracts carry no annotation for this; the
 # services' own public_methods sets are the authority, and this list documents them.
@@ -140,9 +141,47 @@ def _operation(binding: HttpBinding, schemas: SchemaRegistry, comments: Comments
         "200": json_content(schemas.message_ref(rpc.output_type)),
         "default": ERROR_RESPONSE,
     }
+    if has_etag(rpc.output_type):
+        _conditional(binding, operation)
     if binding.full_rpc_name in PUBLIC_RPCS:
         operation["security"] = []
     return operation
+
+
+def _conditional(binding: HttpBinding, operation: dict[str, Any]) -> None:
+    """The ETag header of a resource with an etag, and the conditions on it that the
+    gateway evaluates (gateway.conditional)."""
+    responses = operation["responses"]
+    responses["200"]["headers"] = {
+        "ETag": {"description": "The resource's entity tag.", "schema": {"type": "string"}}
+    }
+    if binding.http_method == "GET":
+        headers = {
+            "If-None-Match": "304 Not Modified, with no body, if the resource has one of these"
+            " entity tags.",
+            "If-Match": "412 Precondition Failed unless the resource has one of these entity tags.",
+        }
+        responses["304"] = {"description": "Not modified: the resource is as the client has it."}
+    elif RequestBuilder(binding).takes_etag:
+        headers = {
+            "If-Match": "The change is made only if the resource still has this entity tag"
+            " (its ETag when read); 412 Precondition Failed otherwise.",
+        }
+    else:
+        return
+    responses["412"] = json_content(
+        {"$ref": SCHEMA_REF + ERROR_SCHEMA}, "The entity tag of If-Match is not the resource's."
+    )
+    operation.setdefault("parameters", []).extend(
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": text,
+            "schema": {"type": "string"},
+        }
+        for name, text in headers.items()
+    )
 
 
 def _path_parameters(binding: HttpBinding, schemas: SchemaRegistry) -> list[dict[str, Any]]:

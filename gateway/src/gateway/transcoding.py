@@ -21,6 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from gateway.conditional import ETAG_FIELD, has_etag
 from gateway.errors import invalid_argument
 from gateway.rules import HttpBinding
 
@@ -115,6 +116,27 @@ class RequestBuilder:
             and mask.message_type is not None
             and mask.message_type.full_name == FIELD_MASK
         )
+        # where an If-Match header's entity tag goes: the etag of the resource in the body
+        resource = self._body_resource(descriptor)
+        self.takes_etag = resource is not None and has_etag(resource)
+
+    def _body_resource(self, descriptor: Descriptor) -> Descriptor | None:
+        if self.binding.body == "*":
+            return descriptor
+        last = self.body_fields[-1] if self.body_fields else None
+        if last is None or last.type != FieldDescriptor.TYPE_MESSAGE or _is_repeated(last):
+            return None
+        return last.message_type
+
+    def set_etag(self, request: Message, etag: str) -> None:
+        """Make the request conditional on the resource's etag (AIP-154)."""
+        resource = request
+        for field in self.body_fields:
+            resource = getattr(resource, field.name)
+        given = getattr(resource, ETAG_FIELD)
+        if given and given != etag:
+            raise invalid_argument("the If-Match header and the etag of the body differ")
+        setattr(resource, ETAG_FIELD, etag)
 
     @property
     def has_body(self) -> bool:
@@ -144,7 +166,9 @@ class RequestBuilder:
             index = field_index(body_message)
             mask = getattr(request, UPDATE_MASK)
             mask.SetInParent()
-            mask.paths.extend(index[key].name for key in (data or {}))
+            # an etag in the body is a condition (AIP-154), not a field to change
+            named = (index[key].name for key in (data or {}))
+            mask.paths.extend(name for name in named if name != ETAG_FIELD)
         return request
 
     def _parse_body(self, request: Message, body: bytes) -> Any:

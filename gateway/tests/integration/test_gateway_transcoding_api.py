@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .upstream_fakes import MUG_ID, ORDER_ID, Upstream
+from .upstream_fakes import MUG_ETAG, MUG_ID, ORDER_ID, Upstream
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,9 @@ async def test_get_with_a_path_variable(
         "price_cents": "1250",
         "stock": 7,
         "create_time": "2023-11-14T22:13:20Z",
+        "etag": MUG_ETAG,
     }  # an unset message field (update_time) has presence, so it is left out
+    assert response.headers["etag"] == f'"{MUG_ETAG}"'
     request, authorization = upstreams["product"].fake.last("GetProduct")
     assert request.id == MUG_ID and authorization is None
 

@@ -14,10 +14,17 @@ from google.protobuf import empty_pb2, timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from order.v1 import order_pb2, order_pb2_grpc
 from product.v1 import product_pb2, product_pb2_grpc
-from tienda_platform.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from tienda_platform.errors import (
+    Aborted,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from tienda_platform.interceptors import ErrorMappingInterceptor
 
 MUG_ID = "0190a000-0000-7000-8000-000000000001"
+MUG_ETAG = "5e1f0c2a9d3b7e8f6a4c1d20"
 PEN_ID = "0190a000-0000-7000-8000-000000000002"
 ORDER_ID = "0190a000-0000-7000-8000-0000000000a1"
 CUSTOMER_ID = "0190a000-0000-7000-8000-0000000000c1"
@@ -44,7 +51,13 @@ class Recorder:
 
 PRODUCTS = {
     MUG_ID: product_pb2.Product(
-        id=MUG_ID, sku="MUG-1", name="Mug", price_cents=1250, stock=7, create_time=CREATED
+        id=MUG_ID,
+        sku="MUG-1",
+        name="Mug",
+        price_cents=1250,
+        stock=7,
+        create_time=CREATED,
+        etag=MUG_ETAG,
     ),
     PEN_ID: product_pb2.Product(id=PEN_ID, sku="PEN-1", name="Pen", price_cents=300, stock=0),
 }
@@ -90,6 +103,8 @@ class FakeProducts(product_pb2_grpc.ProductServiceServicer, Recorder):
 
     async def UpdateProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.record("UpdateProduct", request, context)
+        if request.product.etag and request.product.etag != MUG_ETAG:
+            raise Aborted(f"product {request.product.id} changed since the etag given was read")
         updated = product_pb2.Product()
         updated.CopyFrom(PRODUCTS[MUG_ID])
         request.update_mask.MergeMessage(request.product, updated)

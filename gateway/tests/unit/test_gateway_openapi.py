@@ -109,6 +109,7 @@ def test_parameters_and_bodies(document: dict[str, Any]) -> None:
     assert {(p["name"], p["in"]) for p in update["parameters"]} == {
         ("product.id", "path"),
         ("update_mask", "query"),
+        ("If-Match", "header"),
     }
     body = update["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"] == "#/components/schemas/product.v1.Product"
@@ -172,3 +173,21 @@ def test_the_documents_are_valid_openapi(
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(document)
     validator.validate(things_document)
+
+
+def test_conditional_requests_are_documented_where_the_resource_has_an_etag(
+    document: dict[str, Any],
+) -> None:
+    ops = operations(document)
+    _, _, get_product = ops["GetProduct"]
+    assert {p["name"] for p in get_product["parameters"] if p["in"] == "header"} == {
+        "If-Match",
+        "If-None-Match",
+    }
+    assert set(get_product["responses"]) == {"200", "304", "412", "default"}
+    assert "ETag" in get_product["responses"]["200"]["headers"]
+    _, _, update = ops["UpdateProduct"]
+    assert "412" in update["responses"]
+    _, _, get_order = ops["GetOrder"]  # orders have no etag
+    assert "headers" not in get_order["responses"]["200"]
+    assert not [p for p in get_order.get("parameters", []) if p["in"] == "header"]

@@ -156,6 +156,44 @@ async def test_admin_creates_gets_lists_and_updates(
     assert [p.id for p in batch.products] == [created[2].id, first.id]
 
 
+async def test_an_update_with_a_stale_etag_is_aborted_and_changes_nothing(
+    stub: product_pb2_grpc.ProductServiceStub, admin: Metadata, service: Metadata
+) -> None:
+    created = await stub.CreateProduct(
+        product_pb2.CreateProductRequest(product=_product(stock=5)), metadata=admin
+    )
+    read = await stub.GetProduct(product_pb2.GetProductRequest(id=created.id))
+    assert len(read.etag) == 24 and read.etag == created.etag
+
+    # an order takes stock after the admin read the product: its etag changes
+    await stub.ReserveStock(
+        product_pb2.ReserveStockRequest(
+            order_id=new_id(), items=[product_pb2.StockItem(product_id=created.id, quantity=2)]
+        ),
+        metadata=service,
+    )
+    now = await stub.GetProduct(product_pb2.GetProductRequest(id=created.id))
+    assert now.stock == 3 and now.etag != read.etag
+
+    def set_stock(stock: int, etag: str) -> product_pb2.UpdateProductRequest:
+        return product_pb2.UpdateProductRequest(
+            product=product_pb2.Product(id=created.id, stock=stock, etag=etag),
+            update_mask=field_mask_pb2.FieldMask(paths=["stock"]),
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await stub.UpdateProduct(set_stock(10, read.etag), metadata=admin)
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+    assert "changed since" in (stale.value.details() or "")
+    assert await stub.GetProduct(product_pb2.GetProductRequest(id=created.id)) == now
+
+    updated = await stub.UpdateProduct(set_stock(10, now.etag), metadata=admin)
+    assert updated.stock == 10 and updated.etag not in (now.etag, read.etag)
+    assert await stub.GetProduct(product_pb2.GetProductRequest(id=created.id)) == updated
+    # without an etag the update is unconditional, as before
+    assert (await stub.UpdateProduct(set_stock(4, ""), metadata=admin)).stock == 4
+
+
 async def test_who_may_create(
     stub: product_pb2_grpc.ProductServiceStub, customer: Metadata
 ) -> None:

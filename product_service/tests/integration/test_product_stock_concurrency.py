@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 from product_service.bootstrap import ProductApp
+from product_service.domain.errors import ProductChanged
 from product_service.domain.model import Product, Reservation, ReservationStatus, StockItem
 from product_service.service_layer import reservations, services
+from product_service.service_layer.unit_of_work import SqlUnitOfWork
+from tienda_platform import testing
+from tienda_platform.auth import ROLE_ADMIN, Principal
+from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
 
 from .factories import create_product
@@ -18,6 +24,9 @@ pytestmark = pytest.mark.integration
 RESERVED = ReservationStatus.RESERVED
 REJECTED = ReservationStatus.REJECTED
 RELEASED = ReservationStatus.RELEASED
+ADMIN = Principal(user_id=new_id(), role=ROLE_ADMIN, token="t")
+# long enough for a transaction that does not wait to finish; the waits below are bounded
+NOT_WAITING = 1.0
 
 
 async def _stock(app: ProductApp, product: Product) -> int:
@@ -124,3 +133,47 @@ async def test_queries_answer_while_a_reservation_holds_the_write_lock(app: Prod
     assert seen == 3
     assert [p.stock for p in listed.products if p.id == product.id] == [3]
     assert await _stock(app, product) == 2
+
+
+class HeldAtCommit(testing.HeldAtCommit, SqlUnitOfWork):
+    """A unit of work that stops before its commit, its statements sent, until released."""
+
+
+async def test_a_conditional_update_waits_for_a_reservation_and_sees_its_stock(
+    app: ProductApp,
+) -> None:
+    """The etag is checked and the stock written under one lock: a reservation that took
+    stock but has not committed yet makes the update wait, and then fail on its etag."""
+    product = await create_product(app.deps, "RACED", stock=5)
+    read = await services.get_product(deps=app.deps, product_id=product.id)
+    assert app.engine is not None
+    held = HeldAtCommit(session_factory(app.engine))
+    reserving = asyncio.create_task(
+        reservations.reserve_stock(
+            deps=replace(app.deps, uow=lambda: held),
+            order_id=new_id(),
+            items=[StockItem(product.id, 2)],
+        )
+    )
+    await asyncio.wait_for(held.reached.wait(), 10)
+    updating = asyncio.create_task(
+        services.update_product(
+            deps=app.deps,
+            caller=ADMIN,
+            product_id=product.id,
+            update_mask=["stock"],
+            sku="",
+            name="",
+            description="",
+            price_cents=0,
+            stock=10,
+            etag=read.etag,
+        )
+    )
+    done, _ = await asyncio.wait([updating], timeout=NOT_WAITING)
+    assert not done, "the update went ahead while the reservation held the product"
+    held.release.set()
+    assert (await reserving).status is RESERVED
+    with pytest.raises(ProductChanged):
+        await updating
+    assert await _stock(app, product) == 3

@@ -78,7 +78,7 @@ class FakeProductRepository(AbstractProductRepository):
             raise SkuAlreadyExists(product.sku)
         self._rows[product.id] = product
 
-    async def get(self, product_id: str) -> Product | None:
+    async def get(self, product_id: str, *, for_update: bool = False) -> Product | None:
         return self._rows.get(product_id)
 
     async def get_many(self, product_ids: Collection[str]) -> list[Product]:

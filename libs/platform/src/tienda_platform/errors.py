@@ -53,6 +53,12 @@ class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(ServiceError):
+    """A conditional change refused because its target changed since the caller read it."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class PermissionDenied(ServiceError):
     code = grpc.StatusCode.PERMISSION_DENIED
 

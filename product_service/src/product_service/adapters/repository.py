@@ -22,7 +22,8 @@ class AbstractProductRepository(abc.ABC):
         """Store a new product; raises SkuAlreadyExists when the sku is taken."""
 
     @abc.abstractmethod
-    async def get(self, product_id: str) -> Product | None: ...
+    async def get(self, product_id: str, *, for_update: bool = False) -> Product | None:
+        """The product, or None; for_update locks it until the transaction ends."""
 
     @abc.abstractmethod
     async def get_many(self, product_ids: Collection[str]) -> list[Product]:
@@ -108,8 +109,10 @@ class SqlProductRepository(AbstractProductRepository):
             # The only unique column besides the fresh UUIDv7 key is the sku.
             raise SkuAlreadyExists(product.sku) from None
 
-    async def get(self, product_id: str) -> Product | None:
+    async def get(self, product_id: str, *, for_update: bool = False) -> Product | None:
         statement = select(ProductRow).where(ProductRow.id == product_id)
+        if for_update:
+            statement = statement.with_for_update()
         row = (await self._session.exec(statement)).first()
         return None if row is None else _product(row)
 

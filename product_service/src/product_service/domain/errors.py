@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from tienda_platform.errors import AlreadyExists, FailedPrecondition, NotFound
+from tienda_platform.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 
 
 class ProductNotFound(NotFound):
     def __init__(self, product_id: str) -> None:
         super().__init__(f"product {product_id} not found")
+
+
+class ProductChanged(Aborted):
+    """A conditional update whose etag is not the product's current one."""
+
+    def __init__(self, product_id: str) -> None:
+        super().__init__(
+            f"product {product_id} changed since the etag given was read; read it again"
+        )
 
 
 class SkuAlreadyExists(AlreadyExists):

@@ -43,6 +43,7 @@ def product_message(product: Product) -> product_pb2.Product:
         stock=product.stock,
         create_time=product.create_time,
         update_time=product.update_time,
+        etag=product.etag,
     )
 
 
@@ -108,6 +109,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             description=p.description,
             price_cents=p.price_cents,
             stock=p.stock,
+            etag=p.etag,
         )
         return product_message(product)
 

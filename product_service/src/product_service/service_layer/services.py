@@ -13,7 +13,7 @@ from tienda_platform.auth import Principal
 from tienda_platform.errors import InvalidArgument, PermissionDenied, Validator
 from tienda_platform.ids import is_valid_id, new_id
 
-from product_service.domain.errors import ProductNotFound
+from product_service.domain.errors import ProductChanged, ProductNotFound
 from product_service.domain.model import (
     BATCH_GET_MAX_IDS,
     UPDATABLE_FIELDS,
@@ -179,8 +179,10 @@ async def update_product(
     description: str,
     price_cents: int,
     stock: int,
+    etag: str = "",
 ) -> Product:
-    """Change the fields named in update_mask (admins only); the others keep their values."""
+    """Change the fields named in update_mask (admins only); the others keep their values.
+    With an etag, only if it is still the product's: else ProductChanged, nothing written."""
     _require_admin(caller)
     validator = Validator()
     check_id(validator, product_id, "id")
@@ -205,9 +207,12 @@ async def update_product(
     validator.raise_if_invalid()
     changes = {field: getattr(fields, field) for field in named}
     async with deps.uow() as uow:
-        current = await uow.products.get(product_id)
+        # locked: a reservation must not change the stock between the check and the write
+        current = await uow.products.get(product_id, for_update=True)
         if current is None:
             raise ProductNotFound(product_id)
+        if etag and etag != current.etag:
+            raise ProductChanged(product_id)
         await uow.products.update(
             replace(current, **changes, update_time=deps.clock()), fields=named
         )

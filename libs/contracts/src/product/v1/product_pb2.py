@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18product/v1/product.proto\x12\nproduct.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n\x07Product\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x19\n\x0bprice_cents\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\r\n\x05stock\x18\x06 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"B\n\x14\x43reateProductRequest\x12*\n\x07product\x18\x01 \x01(\x0b\x32\x13.product.v1.ProductB\x04\xe2\x41\x01\x02\"%\n\x11GetProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListProductsResponse\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x14UpdateProductRequest\x12*\n\x07product\x18\x01 \x01(\x0b\x32\x13.product.v1.ProductB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\",\n\x17\x42\x61tchGetProductsRequest\x12\x11\n\x03ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\"A\n\x18\x42\x61tchGetProductsResponse\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.product.v1.Product\"=\n\tStockItem\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\"Y\n\x13ReserveStockRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x15.product.v1.StockItemB\x04\xe2\x41\x01\x02\"U\n\x14ReserveStockResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.product.v1.ReservationStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\"-\n\x13ReleaseStockRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x14ReleaseStockResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.product.v1.ReservationStatus\"2\n\x18\x43ommitReservationRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"J\n\x19\x43ommitReservationResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.product.v1.ReservationStatus*\xbc\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12\x1f\n\x1bRESERVATION_STATUS_REJECTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x04\x32\x98\x06\n\x0eProductService\x12\x65\n\rCreateProduct\x12 .product.v1.CreateProductRequest\x1a\x13.product.v1.Product\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/products:\x07product\x12[\n\nGetProduct\x12\x1d.product.v1.GetProductRequest\x1a\x13.product.v1.Product\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/products/{id}\x12g\n\x0cListProducts\x12\x1f.product.v1.ListProductsRequest\x1a .product.v1.ListProductsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/products\x12r\n\rUpdateProduct\x12 .product.v1.UpdateProductRequest\x1a\x13.product.v1.Product\"*\x82\xd3\xe4\x93\x02$2\x19/v1/products/{product.id}:\x07product\x12]\n\x10\x42\x61tchGetProducts\x12#.product.v1.BatchGetProductsRequest\x1a$.product.v1.BatchGetProductsResponse\x12Q\n\x0cReserveStock\x12\x1f.product.v1.ReserveStockRequest\x1a .product.v1.ReserveStockResponse\x12Q\n\x0cReleaseStock\x12\x1f.product.v1.ReleaseStockRequest\x1a .product.v1.ReleaseStockResponse\x12`\n\x11\x43ommitReservation\x12$.product.v1.CommitReservationRequest\x1a%.product.v1.CommitReservationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18product/v1/product.proto\x12\nproduct.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\x07Product\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x19\n\x0bprice_cents\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\r\n\x05stock\x18\x06 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\t \x01(\t\"B\n\x14\x43reateProductRequest\x12*\n\x07product\x18\x01 \x01(\x0b\x32\x13.product.v1.ProductB\x04\xe2\x41\x01\x02\"%\n\x11GetProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListProductsResponse\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x14UpdateProductRequest\x12*\n\x07product\x18\x01 \x01(\x0b\x32\x13.product.v1.ProductB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\",\n\x17\x42\x61tchGetProductsRequest\x12\x11\n\x03ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\"A\n\x18\x42\x61tchGetProductsResponse\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.product.v1.Product\"=\n\tStockItem\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\"Y\n\x13ReserveStockRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x15.product.v1.StockItemB\x04\xe2\x41\x01\x02\"U\n\x14ReserveStockResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.product.v1.ReservationStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\"-\n\x13ReleaseStockRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x14ReleaseStockResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.product.v1.ReservationStatus\"2\n\x18\x43ommitReservationRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"J\n\x19\x43ommitReservationResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.product.v1.ReservationStatus*\xbc\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12\x1f\n\x1bRESERVATION_STATUS_REJECTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x04\x32\x98\x06\n\x0eProductService\x12\x65\n\rCreateProduct\x12 .product.v1.CreateProductRequest\x1a\x13.product.v1.Product\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/products:\x07product\x12[\n\nGetProduct\x12\x1d.product.v1.GetProductRequest\x1a\x13.product.v1.Product\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/products/{id}\x12g\n\x0cListProducts\x12\x1f.product.v1.ListProductsRequest\x1a .product.v1.ListProductsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/products\x12r\n\rUpdateProduct\x12 .product.v1.UpdateProductRequest\x1a\x13.product.v1.Product\"*\x82\xd3\xe4\x93\x02$2\x19/v1/products/{product.id}:\x07product\x12]\n\x10\x42\x61tchGetProducts\x12#.product.v1.BatchGetProductsRequest\x1a$.product.v1.BatchGetProductsResponse\x12Q\n\x0cReserveStock\x12\x1f.product.v1.ReserveStockRequest\x1a .product.v1.ReserveStockResponse\x12Q\n\x0cReleaseStock\x12\x1f.product.v1.ReleaseStockRequest\x1a .product.v1.ReleaseStockResponse\x12`\n\x11\x43ommitReservation\x12$.product.v1.CommitReservationRequest\x1a%.product.v1.CommitReservationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,38 +75,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCTSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/products'
   _globals['_PRODUCTSERVICE'].methods_by_name['UpdateProduct']._loaded_options = None
   _globals['_PRODUCTSERVICE'].methods_by_name['UpdateProduct']._serialized_options = b'\202\323\344\223\002$2\031/v1/products/{product.id}:\007product'
-  _globals['_RESERVATIONSTATUS']._serialized_start=1387
-  _globals['_RESERVATIONSTATUS']._serialized_end=1575
+  _globals['_RESERVATIONSTATUS']._serialized_start=1401
+  _globals['_RESERVATIONSTATUS']._serialized_end=1589
   _globals['_PRODUCT']._serialized_start=171
-  _globals['_PRODUCT']._serialized_end=410
-  _globals['_CREATEPRODUCTREQUEST']._serialized_start=412
-  _globals['_CREATEPRODUCTREQUEST']._serialized_end=478
-  _globals['_GETPRODUCTREQUEST']._serialized_start=480
-  _globals['_GETPRODUCTREQUEST']._serialized_end=517
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=519
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=579
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=581
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=667
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=669
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=784
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=786
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=830
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=832
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=897
-  _globals['_STOCKITEM']._serialized_start=899
-  _globals['_STOCKITEM']._serialized_end=960
-  _globals['_RESERVESTOCKREQUEST']._serialized_start=962
-  _globals['_RESERVESTOCKREQUEST']._serialized_end=1051
-  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1053
-  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1138
-  _globals['_RELEASESTOCKREQUEST']._serialized_start=1140
-  _globals['_RELEASESTOCKREQUEST']._serialized_end=1185
-  _globals['_RELEASESTOCKRESPONSE']._serialized_start=1187
-  _globals['_RELEASESTOCKRESPONSE']._serialized_end=1256
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=1258
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=1308
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=1310
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=1384
-  _globals['_PRODUCTSERVICE']._serialized_start=1578
-  _globals['_PRODUCTSERVICE']._serialized_end=2370
+  _globals['_PRODUCT']._serialized_end=424
+  _globals['_CREATEPRODUCTREQUEST']._serialized_start=426
+  _globals['_CREATEPRODUCTREQUEST']._serialized_end=492
+  _globals['_GETPRODUCTREQUEST']._serialized_start=494
+  _globals['_GETPRODUCTREQUEST']._serialized_end=531
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=533
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=593
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=595
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=681
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=683
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=798
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=800
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=844
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=846
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=911
+  _globals['_STOCKITEM']._serialized_start=913
+  _globals['_STOCKITEM']._serialized_end=974
+  _globals['_RESERVESTOCKREQUEST']._serialized_start=976
+  _globals['_RESERVESTOCKREQUEST']._serialized_end=1065
+  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1067
+  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1152
+  _globals['_RELEASESTOCKREQUEST']._serialized_start=1154
+  _globals['_RELEASESTOCKREQUEST']._serialized_end=1199
+  _globals['_RELEASESTOCKRESPONSE']._serialized_start=1201
+  _globals['_RELEASESTOCKRESPONSE']._serialized_end=1270
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=1272
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=1322
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=1324
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=1398
+  _globals['_PRODUCTSERVICE']._serialized_start=1592
+  _globals['_PRODUCTSERVICE']._serialized_end=2384
 # @@protoc_insertion_point(module_scope)

@@ -103,7 +103,8 @@ class ProductServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateProduct(self, request, context):
-        """UpdateProduct changes the fields named by update_mask (admins only).
+        """UpdateProduct changes the fields named by update_mask (admins only); with the product's
+        etag, only if the product has not changed since that etag was read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
