@@ -10,6 +10,7 @@ from tienda_platform.runtime import start_observability
 from gateway import __version__
 from gateway.app import create_app
 from gateway.config import get_settings
+from gateway.http_protocol import bounded_protocol
 
 
 def main() -> None:
@@ -21,7 +22,7 @@ def main() -> None:
         host=settings.bind_host,
         port=settings.gateway_port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_protocol(settings.gateway_max_header_bytes),  # httptools, bounded
         lifespan="on",
         access_log=False,  # RequestObservability logs one line per request instead
         log_config=None,  # keep the JSON logging configured above

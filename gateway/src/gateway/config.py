@@ -17,6 +17,9 @@ class Settings(ServiceSettings):
     gateway_max_body_bytes: int = Field(
         1024 * 1024, ge=1, validation_alias=env("GATEWAY_MAX_BODY_BYTES")
     )
+    gateway_max_header_bytes: int = Field(
+        32 * 1024, ge=1024, validation_alias=env("GATEWAY_MAX_HEADER_BYTES")
+    )
     upstream_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=env("UPSTREAM_TIMEOUT_SECONDS")
     )

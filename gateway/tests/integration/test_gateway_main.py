@@ -120,3 +120,44 @@ async def test_traces_start_at_the_gateway_and_continue_upstream(
     assert MUG_ID not in server.name
     upstream = upstreams["product"].fake.last_metadata("GetProduct")
     assert upstream["traceparent"].split("-")[1] == trace_id
+
+
+async def test_oversized_and_malformed_requests_get_json_errors(
+    upstreams: dict[str, Upstream], tmp_path: Path
+) -> None:
+    """A head over GATEWAY_MAX_HEADER_BYTES is refused with 431 before it is all kept in
+    memory; a request that is not HTTP gets a 400; both in the API's error shape. A request
+    just under the bound is served, and so is the next one on the same connection."""
+    async with running_gateway(
+        upstreams, tmp_path / "gateway.log", GATEWAY_MAX_HEADER_BYTES="4096"
+    ) as (http, _):
+        port = http.base_url.port
+        assert port is not None
+
+        async def exchange(request: bytes) -> tuple[int, bytes]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)  # until the gateway closes
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            return int(head.split(b" ", 2)[1]), body
+
+        status, body = await exchange(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+        )
+        assert status == 431
+        assert json.loads(body) == {
+            "code": 8,
+            "message": "the request line and headers are larger than 4096 bytes",
+            "details": [],
+        }
+        # never finished: refused once that much has arrived, not kept waiting for the rest
+        status, _ = await exchange(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 10_000)
+        assert status == 431
+        status, body = await exchange(b"NOT HTTP AT ALL\r\n\r\n")
+        assert (status, json.loads(body)["message"]) == (400, "malformed HTTP request")
+
+        fits = {"X-Fits": "a" * 3000}
+        for _ in range(2):  # the count starts again with each request on a connection
+            assert (await http.get("/healthz", headers=fits)).status_code == 200

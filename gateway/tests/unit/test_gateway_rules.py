@@ -55,11 +55,17 @@ def test_the_app_routes_every_rule_and_only_the_hand_written_extras() -> None:
 
 
 def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GATEWAY_PORT", "GATEWAY_MAX_BODY_BYTES", "UPSTREAM_TIMEOUT_SECONDS"):
+    for name in (
+        "GATEWAY_PORT",
+        "GATEWAY_MAX_BODY_BYTES",
+        "GATEWAY_MAX_HEADER_BYTES",
+        "UPSTREAM_TIMEOUT_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("PRODUCT_GRPC_TARGET", raising=False)
     defaults = Settings()
     assert (defaults.gateway_port, defaults.gateway_max_body_bytes) == (8080, 1024 * 1024)
+    assert defaults.gateway_max_header_bytes == 32 * 1024
     assert defaults.upstream_timeout_seconds == 10
     assert defaults.upstream_targets()["product.v1"] == "127.0.0.1:50052"
     monkeypatch.setenv("GATEWAY_PORT", "9999")

@@ -1,0 +1,102 @@
+"""uvicorn's httptools protocol with a bound on the size of a request's head, and the
+gateway's JSON error shape for requests refused before they reach the application.
+
+httptools puts no limit on the request line or the headers: a client could send megabytes of
+one header and the gateway would keep it all in memory. Here a request whose URL and headers
+add up to more than `max_head_bytes` is refused with 431 Request Header Fields Too Large (as
+nginx and Node.js refuse theirs), as soon as the parser has seen that much, or as soon as that
+many bytes arrived without the head being complete. A request that cannot be parsed at all
+gets uvicorn's 400, but in JSON like every other error.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+def bounded_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's `http` setting, refusing heads over max_head_bytes."""
+    return type(
+        "BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"max_head_bytes": max_head_bytes}
+    )
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the parser stops, and the request is refused."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    max_head_bytes = 32 * 1024  # GATEWAY_MAX_HEADER_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # no request yet, or its headers not all received
+        self._received = 0  # bytes received since the head began (the body's first ones too)
+        self._parsed = 0  # bytes of the request line's URL and of the headers parsed so far
+        self._too_large = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._received += len(data)
+        super().data_received(data)
+        # a head still incomplete past the bound is not read any further
+        if self._in_head and self._received > self.max_head_bytes:
+            self._refuse_too_large()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # with ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._received, self._parsed = True, 0, 0  # the next request
+
+    def _count(self, size: int) -> None:
+        self._parsed += size
+        if self._parsed > self.max_head_bytes:
+            self._too_large = True
+            raise _HeadTooLarge
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to any parser error, a callback's included
+        if self._too_large:
+            self._refuse_too_large()
+        else:
+            self._refuse(
+                HTTPStatus.BAD_REQUEST, grpc.StatusCode.INVALID_ARGUMENT, "malformed HTTP request"
+            )
+
+    def _refuse_too_large(self) -> None:
+        self._refuse(
+            HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the request line and headers are larger than {self.max_head_bytes} bytes",
+        )
+
+    def _refuse(self, status: HTTPStatus, code: grpc.StatusCode, message: str) -> None:
+        if self.transport.is_closing():
+            return
+        self.logger.warning("refused a request: %s", message)
+        body = json.dumps({"code": code.value[0], "message": message, "details": []}).encode()
+        head = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json",
+            b"content-length: " + str(len(body)).encode(),
+            b"connection: close",
+        ]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
