@@ -65,3 +65,25 @@ async def running(settings: Settings, token_mint: TokenMint) -> AsyncIterator[Pr
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
         await app.close()
+
+
+async def change_product(
+    deps: Dependencies, product_id: str, *, etag: str = "", **changes: Any
+) -> Product:
+    """UpdateProduct's use case, as an admin, changing only the fields given (the mask)."""
+    values: dict[str, Any] = {
+        "sku": "",
+        "name": "",
+        "description": "",
+        "price_cents": 0,
+        "stock": 0,
+        **changes,
+    }
+    return await services.update_product(
+        deps=deps,
+        caller=ADMIN,
+        product_id=product_id,
+        update_mask=list(changes),
+        etag=etag,
+        **values,
+    )

@@ -21,7 +21,7 @@ from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
 from tienda_platform.testing import TokenMint
 
-from .factories import ADMIN, create_product, running, settings_for
+from .factories import change_product, create_product, running, settings_for
 from .product_streams import all_sent, outbox_events, stream_events, wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,17 +41,7 @@ async def _every_change(deps: Dependencies) -> tuple[str, list[tuple[str, str, M
     """Create, update, reserve (twice), reject, commit, release: the events they must record,
     each repeated call adding none. Returns the product id and the expected events."""
     mug = await create_product(deps, "MUG", stock=5, price_cents=1200)
-    await services.update_product(
-        deps=deps,
-        caller=ADMIN,
-        product_id=mug.id,
-        update_mask=["name"],
-        sku="",
-        name="Big mug",
-        description="",
-        price_cents=0,
-        stock=0,
-    )
+    await change_product(deps, mug.id, name="Big mug")
     kept, refused = new_id(), new_id()
     for order_id, quantity in ((kept, 2), (refused, 9)) * 2:
         await reservations.reserve_stock(

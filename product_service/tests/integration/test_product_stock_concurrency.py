@@ -13,18 +13,16 @@ from product_service.domain.model import Product, Reservation, ReservationStatus
 from product_service.service_layer import reservations, services
 from product_service.service_layer.unit_of_work import SqlUnitOfWork
 from tienda_platform import testing
-from tienda_platform.auth import ROLE_ADMIN, Principal
 from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
 
-from .factories import create_product
+from .factories import change_product, create_product
 
 pytestmark = pytest.mark.integration
 
 RESERVED = ReservationStatus.RESERVED
 REJECTED = ReservationStatus.REJECTED
 RELEASED = ReservationStatus.RELEASED
-ADMIN = Principal(user_id=new_id(), role=ROLE_ADMIN, token="t")
 # long enough for a transaction that does not wait to finish; the waits below are bounded
 NOT_WAITING = 1.0
 
@@ -156,20 +154,7 @@ async def test_a_conditional_update_waits_for_a_reservation_and_sees_its_stock(
         )
     )
     await asyncio.wait_for(held.reached.wait(), 10)
-    updating = asyncio.create_task(
-        services.update_product(
-            deps=app.deps,
-            caller=ADMIN,
-            product_id=product.id,
-            update_mask=["stock"],
-            sku="",
-            name="",
-            description="",
-            price_cents=0,
-            stock=10,
-            etag=read.etag,
-        )
-    )
+    updating = asyncio.create_task(change_product(app.deps, product.id, stock=10, etag=read.etag))
     done, _ = await asyncio.wait([updating], timeout=NOT_WAITING)
     assert not done, "the update went ahead while the reservation held the product"
     held.release.set()
