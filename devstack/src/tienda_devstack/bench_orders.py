@@ -18,6 +18,7 @@ from faststream.redis.parser import BinaryMessageFormatV1
 from tienda_contracts.topology import ORDER_EVENTS
 from tienda_platform.events import EventEnvelope
 
+from tienda_devstack.loadgen import HttpConnections
 from tienda_devstack.stack import Stack
 
 TERMINAL_EVENTS = {"order.confirmed", "order.cancelled", "order.rejected"}
@@ -88,33 +89,34 @@ async def run_orders(
     await asyncio.sleep(0.2)
     body = json.dumps(
         {"items": [{"product_id": product_id, "quantity": 1}], "payment_token": "tok_ok"}
-    )
+    ).encode()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency)
     refused: dict[int, int] = {}
-    async with httpx.AsyncClient(base_url=stack.gateway_url, limits=limits, timeout=30) as client:
-        semaphore = asyncio.Semaphore(concurrency)
+    url = httpx.URL(stack.gateway_url)
+    assert url.port is not None
+    connections = HttpConnections(url.host, url.port, concurrency)
 
-        async def place() -> None:
-            async with semaphore:
-                sent = time.perf_counter()
-                response = await client.post("/v1/orders", content=body, headers=headers)
-                if response.status_code != 200:
-                    refused[response.status_code] = refused.get(response.status_code, 0) + 1
-                    return
-                started_at[response.json()["id"]] = sent
+    async def place() -> None:
+        status, answer, sent = await connections.request("POST", "/v1/orders", body, headers)
+        if status != 200:
+            refused[status] = refused.get(status, 0) + 1
+            return
+        started_at[json.loads(answer)["id"]] = sent
 
-        begin = time.perf_counter()
-        tasks = []
-        for i in range(count):
-            if rate:
-                await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(place()))
+    begin = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        if rate:
+            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(place()))
+    try:
         await asyncio.gather(*tasks)
-        deadline = time.perf_counter() + 60
-        while len(set(started_at) & set(done)) < len(started_at) and time.perf_counter() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        finished = max((done[o] for o in started_at if o in done), default=begin)
+    finally:
+        await connections.close()
+    deadline = time.perf_counter() + 60
+    while len(set(started_at) & set(done)) < len(started_at) and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    finished = max((done[o] for o in started_at if o in done), default=begin)
     stop.set()
     await watcher
     latencies = [done[o] - started_at[o] for o in started_at if o in done]

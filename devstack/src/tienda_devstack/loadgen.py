@@ -1,7 +1,8 @@
 """Closed-loop load generators: N workers each send a request, wait for the answer, repeat.
 
 The HTTP one speaks HTTP/1.1 keep-alive over raw asyncio streams so that the client costs far
-less than the server it measures; the gRPC one uses one grpc.aio channel.
+less than the server it measures (HttpConnections does the same for the order benchmark's
+POSTs); the gRPC one uses one grpc.aio channel.
 """
 
 from __future__ import annotations
@@ -65,6 +66,55 @@ async def closed_loop(
     return LoadResult(len(latencies), errors, time.perf_counter() - started, latencies)
 
 
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The status and body of one response with a Content-Length, as the gateway sends."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, await reader.readexactly(length)
+
+
+class HttpConnections:
+    """Up to `size` keep-alive HTTP/1.1 connections to one server, one per request at a time."""
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self._host, self._port = host, port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, float]:
+        """Send one request (once a connection is free) and read its answer: the status,
+        the body and when the request went out (perf_counter)."""
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}:{self._port}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        lines.append(f"Content-Length: {len(body)}")
+        message = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        async with self._slots:
+            reader, writer = self._idle.pop() if self._idle else await self._connect()
+            try:
+                sent = time.perf_counter()
+                writer.write(message)
+                status, answer = await _read_response(reader)
+            except BaseException:
+                writer.close()
+                raise
+            self._idle.append((reader, writer))
+            return status, answer, sent
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(self._host, self._port)
+
+    async def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
 async def http_get_worker(host: str, port: int, path: str) -> Callable[[], Awaitable[bool]]:
     """A keep-alive connection that GETs `path` and reads the whole response."""
     reader, writer = await asyncio.open_connection(host, port)
@@ -72,13 +122,7 @@ async def http_get_worker(host: str, port: int, path: str) -> Callable[[], Await
 
     async def call() -> bool:
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        await reader.readexactly(length)
+        status, _ = await _read_response(reader)
         return status == 200
 
     return call
