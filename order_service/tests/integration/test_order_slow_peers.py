@@ -1,6 +1,7 @@
 """A webhook receiver or an SMTP server that answers a byte at a time: each read is quick, so
 per-step timeouts never fire, but the attempt as a whole still ends at its timeout (well
-within its lease, after which another worker would make the attempt again)."""
+within its lease, after which another worker would make the attempt again). A receiver that
+answers with an endless body is heard by its status alone."""
 
 from __future__ import annotations
 
@@ -91,3 +92,41 @@ async def test_an_smtp_server_that_trickles_its_replies_times_out_as_a_whole(
     with pytest.raises(MailerError, match="timed out"):
         await mailer.send(recipient="ada@x.io", subject="Hi", body="Hello")
     assert time.monotonic() - started < TIMEOUT + 2
+
+
+async def test_a_webhook_receiver_answering_an_endless_body_is_heard_by_its_status() -> None:
+    """The status line is the answer: the body, however large, is not read, so it neither
+    fills the service's memory nor holds the attempt until it times out."""
+    sent = 0
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
+        chunk = b"x" * 65536
+        try:
+            while sent < 256 * 1024 * 1024:  # until the sender hangs up (at most 256 MiB)
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            closed.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = HttpxWebhookSender(timeout=30.0)
+    try:
+        outcome = await sender.post(
+            url=f"http://hooks.example:{port}/x", address="127.0.0.1", headers={}, body="{}"
+        )
+        await asyncio.wait_for(closed.wait(), 30)
+    finally:
+        await sender.close()
+        server.close()
+        await server.wait_closed()
+    assert (outcome.status_code, outcome.error) == (200, "")
+    assert sent < 64 * 1024 * 1024, f"the sender read {sent} bytes of the body"

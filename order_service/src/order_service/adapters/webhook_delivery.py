@@ -34,20 +34,26 @@ class HttpxWebhookSender(WebhookSender):
         host_header = authority if original.port is None else f"{authority}:{original.port}"
         extensions = {"sni_hostname": name} if original.scheme == "https" else {}
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.post(
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client.stream(
+                    "POST",
                     pinned,
                     content=body.encode(),
                     headers={**headers, "host": host_header, "content-type": "application/json"},
                     extensions=extensions,
-                )
+                ) as response,
+            ):
+                # The answer is its status: the body is never read (a receiver could send
+                # gigabytes of it), and the connection closes unread.
+                status = response.status_code
         except (httpx.TimeoutException, TimeoutError):
             return HttpOutcome(0, "timed out")
         except httpx.HTTPError as error:
             return HttpOutcome(0, f"{type(error).__name__}: {error}"[:500])
-        if 200 <= response.status_code < 300:
-            return HttpOutcome(response.status_code)
-        return HttpOutcome(response.status_code, f"HTTP {response.status_code}")
+        if 200 <= status < 300:
+            return HttpOutcome(status)
+        return HttpOutcome(status, f"HTTP {status}")
 
     async def close(self) -> None:
         await self._client.aclose()
