@@ -6,6 +6,14 @@ hiding the installed one. Importing the real packages first keeps them in place.
 """
 
 import importlib
+import os
+import tempfile
+
+# hypothesis caches Unicode tables and constants in a .hypothesis/ folder of the working
+# directory even with database=None: keep that folder out of the work tree.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "tienda-hypothesis")
+)
 
 for _package in ("auth_service", "product_service", "order_service", "gateway"):
     importlib.import_module(_package)

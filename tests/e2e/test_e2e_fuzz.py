@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.e2e
-
-# database=None keeps no examples, but hypothesis still caches Unicode tables and constants in
-# a .hypothesis/ folder of the working directory: keep that folder out of the work tree.
-os.environ.setdefault(
-    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "tienda-hypothesis")
-)
 
 LEAKS = ("Traceback", 'File "', "127.0.0.1", "/work/", "site-packages")
 EVENT_TYPES = ("order.created", "order.confirmed", "order.cancelled", "order.rejected")
