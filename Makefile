@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MEMBERS := libs/contracts libs/platform auth_service product_service order_service gateway devstack
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
-TEST_DIRS := libs/platform/tests auth_service/tests product_service/tests order_service/tests gateway/tests tests
+TEST_DIRS := libs/platform/tests auth_service/tests product_service/tests order_service/tests gateway/tests devstack/tests tests
 PYTEST_ARGS ?=
 
 .PHONY: install run test test-fast lint proto proto-check proto-lint bench dead-letters lock clean

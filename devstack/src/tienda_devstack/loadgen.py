@@ -77,12 +77,33 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-class HttpConnections:
-    """Up to `size` keep-alive HTTP/1.1 connections to one server, one per request at a time."""
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: bytes
+) -> tuple[int, bytes, float]:
+    """Send a request and read its answer (status, body, when it went out); the connection
+    is closed if anything goes wrong."""
+    try:
+        sent = time.perf_counter()
+        writer.write(message)
+        status, body = await _read_response(reader)
+    except BaseException:
+        writer.close()
+        raise
+    return status, body, sent
 
-    def __init__(self, host: str, port: int, size: int) -> None:
+
+class HttpConnections:
+    """Up to `size` keep-alive HTTP/1.1 connections to one server, one per request at a time.
+
+    Servers close connections left idle (uvicorn after 5 s): one idle longer than
+    `idle_seconds` is not used again, and a request that finds its reused connection closed
+    before any answer came (the server's close crossed it) goes again on a new one."""
+
+    def __init__(self, host: str, port: int, size: int, idle_seconds: float = 2.0) -> None:
         self._host, self._port = host, port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle_seconds = idle_seconds
+        # (reader, writer, when it was last used), the most recently used last
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._slots = asyncio.Semaphore(size)
 
     async def request(
@@ -95,22 +116,31 @@ class HttpConnections:
         lines.append(f"Content-Length: {len(body)}")
         message = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
         async with self._slots:
-            reader, writer = self._idle.pop() if self._idle else await self._connect()
+            reader, writer, reused = await self._take()
             try:
-                sent = time.perf_counter()
-                writer.write(message)
-                status, answer = await _read_response(reader)
-            except BaseException:
-                writer.close()
-                raise
-            self._idle.append((reader, writer))
-            return status, answer, sent
+                answer = await _exchange(reader, writer, message)
+            except (asyncio.IncompleteReadError, ConnectionError) as error:
+                closed_unanswered = not getattr(error, "partial", b"")
+                if not (reused and closed_unanswered):
+                    raise
+                reader, writer = await self._connect()
+                answer = await _exchange(reader, writer, message)
+            self._idle.append((reader, writer, time.monotonic()))
+            return answer
+
+    async def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        while self._idle:
+            reader, writer, last_used = self._idle.pop()
+            if time.monotonic() - last_used < self._idle_seconds:
+                return reader, writer, True
+            writer.close()
+        return *await self._connect(), False
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(self._host, self._port)
 
     async def close(self) -> None:
-        for _, writer in self._idle:
+        for _, writer, _ in self._idle:
             writer.close()
         self._idle.clear()
 
