@@ -1,4 +1,9 @@
-"""gRPC server interceptors: error mapping, authentication and RED metrics for unary RPCs."""
+"""gRPC server interceptors: error mapping, authentication and RED metrics for unary RPCs.
+
+A request whose bytes are not a valid message of its type is INVALID_ARGUMENT (grpcio alone
+answers UNKNOWN, quoting the Python exception): the innermost wrapper decodes tolerantly, and
+the servicer's method is not called for it; authentication and metrics see it as any other
+refused call."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from loguru import logger
 from prometheus_client import Counter, Histogram
@@ -46,13 +52,18 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         method = handler_call_details.method
+        deserialize = handler.request_deserializer
+        if not getattr(inner, "wraps_a_servicer", False):  # the innermost interceptor
+            inner = _refusing_undecodable(inner, method)
+            deserialize = _tolerant(deserialize)
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             return await self.around(method, inner, request, context)
 
+        wrapped.wraps_a_servicer = True  # type: ignore[attr-defined]
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
 
@@ -60,6 +71,34 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, inner: UnaryHandler, request: Any, context: grpc.aio.ServicerContext
     ) -> Any:
         raise NotImplementedError  # pragma: no cover - abstract
+
+
+class _Undecodable:
+    """Stands for a request whose bytes did not decode (the deserializer cannot refuse)."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def tolerant(data: bytes) -> Any:
+        if deserialize is None:
+            return data
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return tolerant
+
+
+def _refusing_undecodable(inner: UnaryHandler, method: str) -> UnaryHandler:
+    async def refusing(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is _UNDECODABLE:
+            raise InvalidArgument(f"the request is not a valid message for {method}")
+        return await inner(request, context)
+
+    return refusing
 
 
 def _status_details(error: ServiceError) -> bytes:

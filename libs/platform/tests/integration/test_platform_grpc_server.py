@@ -14,6 +14,7 @@ from auth.v1 import auth_pb2, auth_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 from tienda_platform.auth import current_principal
 from tienda_platform.errors import InvalidArgument, NotFound
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig, run_until_signalled
@@ -150,6 +151,48 @@ async def test_unexpected_errors_are_internal_with_a_correlation_id_only(
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "correlation id" in (caught.value.details() or "")
     assert "hunter2" not in (caught.value.details() or "")
+
+
+async def test_bytes_that_are_no_message_are_invalid_argument_after_auth(
+    channel: grpc.aio.Channel, token_mint: TokenMint
+) -> None:
+    """grpcio alone answers UNKNOWN quoting the DecodeError; the servicer is never called."""
+
+    def raw(method: str) -> grpc.aio.UnaryUnaryMultiCallable:
+        return channel.unary_unary(
+            f"/{SERVICE}/{method}",
+            request_serializer=lambda data: data,
+            response_deserializer=lambda data: data,
+        )
+
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # a length-delimited field longer than the message
+    handled_before = handled("GetUser", "INVALID_ARGUMENT")
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await raw("GetUser")(garbage)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED  # who asks comes first
+
+    token = (("authorization", f"Bearer {token_mint.token('u')}"),)
+    for method, metadata in (("GetUser", token), ("GetJwks", ())):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw(method)(garbage, metadata=metadata)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            caught.value.details() == f"the request is not a valid message for /{SERVICE}/{method}"
+        )
+    assert handled("GetUser", "INVALID_ARGUMENT") == handled_before + 1
+    # a well-formed request still goes through
+    me = await raw("GetUser")(
+        auth_pb2.GetUserRequest(id="whoami").SerializeToString(), metadata=token
+    )
+    assert auth_pb2.User.FromString(me).id == "u"
+
+
+def handled(method: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "grpc_server_handled_total",
+        {"grpc_service": SERVICE, "grpc_method": method, "grpc_code": code},
+    )
+    return value or 0.0
 
 
 async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
