@@ -22,7 +22,10 @@ def main() -> None:
         host=settings.bind_host,
         port=settings.gateway_port,
         loop="uvloop",
-        http=bounded_protocol(settings.gateway_max_header_bytes),  # httptools, bounded
+        # httptools, with bounds on a request's head
+        http=bounded_protocol(
+            settings.gateway_max_header_bytes, settings.gateway_read_timeout_seconds
+        ),
         lifespan="on",
         access_log=False,  # RequestObservability logs one line per request instead
         log_config=None,  # keep the JSON logging configured above

@@ -96,6 +96,7 @@ def build_routes(
             builder=RequestBuilder(binding),
             call=upstreams.unary(binding.service, binding.rpc.name),
             max_body_bytes=settings.gateway_max_body_bytes,
+            read_timeout=settings.gateway_read_timeout_seconds,
         )
         table.add(Route(binding.http_method, binding.template, endpoint))
     details = composition.OrderDetails(upstreams)

@@ -20,6 +20,9 @@ class Settings(ServiceSettings):
     gateway_max_header_bytes: int = Field(
         32 * 1024, ge=1024, validation_alias=env("GATEWAY_MAX_HEADER_BYTES")
     )
+    gateway_read_timeout_seconds: float = Field(
+        15.0, gt=0, validation_alias=env("GATEWAY_READ_TIMEOUT_SECONDS")
+    )
     upstream_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=env("UPSTREAM_TIMEOUT_SECONDS")
     )

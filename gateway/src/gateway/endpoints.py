@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -49,18 +50,27 @@ def forwarded_metadata(request: Request) -> Metadata:
     return (("authorization", value),)
 
 
-async def read_body(request: Request, *, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+async def read_body(request: Request, *, limit: int, within: float) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes, and
+    with 408 if it has not all arrived `within` seconds."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the request body did not all arrive within {within:g} s",
+            http_status=408,
+        ) from None
     return b"".join(chunks)
 
 
@@ -75,14 +85,26 @@ def _too_large(limit: int) -> ApiError:
 class RpcEndpoint:
     """The REST face of one RPC: request message in, upstream call, response JSON out."""
 
-    def __init__(self, *, builder: RequestBuilder, call: UnaryCall, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        builder: RequestBuilder,
+        call: UnaryCall,
+        max_body_bytes: int,
+        read_timeout: float = 15.0,
+    ) -> None:
         self.builder = builder
         self.call = call
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, request: Request, params: dict[str, str]) -> Response:
         metadata = forwarded_metadata(request)
-        body = await read_body(request, limit=self.max_body_bytes) if self.builder.has_body else b""
+        body = (
+            await read_body(request, limit=self.max_body_bytes, within=self.read_timeout)
+            if self.builder.has_body
+            else b""
+        )
         query = request.query_params.multi_items() if request.scope["query_string"] else ()
         message = self.builder.build(path_params=params, query=query, body=body)
         reads = self.builder.binding.http_method == "GET"

@@ -1,16 +1,24 @@
-"""uvicorn's httptools protocol with a bound on the size of a request's head, and the
-gateway's JSON error shape for requests refused before they reach the application.
+"""uvicorn's httptools protocol with bounds on the size of a request's head and on the time
+it takes to arrive, and the gateway's JSON error shape for requests refused before they reach
+the application.
 
 httptools puts no limit on the request line or the headers: a client could send megabytes of
 one header and the gateway would keep it all in memory. Here a request whose URL and headers
 add up to more than `max_head_bytes` is refused with 431 Request Header Fields Too Large (as
 nginx and Node.js refuse theirs), as soon as the parser has seen that much, or as soon as that
-many bytes arrived without the head being complete. A request that cannot be parsed at all
-gets uvicorn's 400, but in JSON like every other error.
+many bytes arrived without the head being complete.
+
+uvicorn times only idle keep-alive connections: a client that opens a connection and sends
+nothing, or a head a byte at a time, would hold it forever (slowloris). Here a head must be
+complete within `read_timeout` of the connection opening or of the previous answer: else 408
+Request Timeout, or a plain close if not a byte of a request came.
+
+A request that cannot be parsed at all gets uvicorn's 400, but in JSON like every other error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from http import HTTPStatus
 from typing import Any
@@ -19,10 +27,12 @@ import grpc
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
-def bounded_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's `http` setting, refusing heads over max_head_bytes."""
+def bounded_protocol(max_head_bytes: int, read_timeout: float) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's `http` setting, with these bounds."""
     return type(
-        "BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"max_head_bytes": max_head_bytes}
+        "BoundedHttpToolsProtocol",
+        (BoundedHttpToolsProtocol,),
+        {"max_head_bytes": max_head_bytes, "read_timeout": read_timeout},
     )
 
 
@@ -32,6 +42,7 @@ class _HeadTooLarge(Exception):
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes = 32 * 1024  # GATEWAY_MAX_HEADER_BYTES
+    read_timeout = 15.0  # GATEWAY_READ_TIMEOUT_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,6 +50,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._received = 0  # bytes received since the head began (the body's first ones too)
         self._parsed = 0  # bytes of the request line's URL and of the headers parsed so far
         self._too_large = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._time_the_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timing_the_head()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head and not self.transport.is_closing():
+            self._time_the_head()  # the next request's head, unless it is already in
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -58,11 +83,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._stop_timing_the_head()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head, self._received, self._parsed = True, 0, 0  # the next request
+
+    def _time_the_head(self) -> None:
+        self._stop_timing_the_head()
+        self._head_timer = self.loop.call_later(self.read_timeout, self._head_timed_out)
+
+    def _stop_timing_the_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._received == 0:
+            self.transport.close()  # nothing of a request came: no one to answer
+            return
+        self._refuse(
+            HTTPStatus.REQUEST_TIMEOUT,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the request's headers did not all arrive within {self.read_timeout:g} s",
+        )
 
     def _count(self, size: int) -> None:
         self._parsed += size

@@ -161,3 +161,45 @@ async def test_oversized_and_malformed_requests_get_json_errors(
         fits = {"X-Fits": "a" * 3000}
         for _ in range(2):  # the count starts again with each request on a connection
             assert (await http.get("/healthz", headers=fits)).status_code == 200
+
+
+async def test_slow_heads_and_bodies_are_timed_out_and_idle_connections_closed(
+    upstreams: dict[str, Upstream], tmp_path: Path
+) -> None:
+    """GATEWAY_READ_TIMEOUT_SECONDS bounds how long a request's head, and then its body, may
+    take to arrive: a client trickling them cannot hold a connection forever (slowloris)."""
+    async with running_gateway(
+        upstreams, tmp_path / "gateway.log", GATEWAY_READ_TIMEOUT_SECONDS="1"
+    ) as (http, _):
+        port = http.base_url.port
+        assert port is not None
+
+        async def answer_to(partial_request: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(partial_request)  # and then nothing more
+            await writer.drain()
+            try:
+                return await asyncio.wait_for(reader.read(), 15)  # until the gateway closes
+            finally:
+                writer.close()
+
+        head = await answer_to(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(head.partition(b"\r\n\r\n")[2]) == {
+            "code": 4,
+            "message": "the request's headers did not all arrive within 1 s",
+            "details": [],
+        }
+        assert await answer_to(b"") == b""  # not a byte of a request: closed, unanswered
+
+        body = await answer_to(
+            b"POST /v1/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"sku":'
+        )
+        assert body.startswith(b"HTTP/1.1 408 ")
+        assert b"the request body did not all arrive within 1 s" in body
+        assert not [c for c in upstreams["product"].fake.calls if c[0] == "CreateProduct"]
+
+        # a connection kept alive after an answer is not timed out by a request that follows
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/healthz")).status_code == 200

@@ -59,6 +59,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
         "GATEWAY_PORT",
         "GATEWAY_MAX_BODY_BYTES",
         "GATEWAY_MAX_HEADER_BYTES",
+        "GATEWAY_READ_TIMEOUT_SECONDS",
         "UPSTREAM_TIMEOUT_SECONDS",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -66,6 +67,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     defaults = Settings()
     assert (defaults.gateway_port, defaults.gateway_max_body_bytes) == (8080, 1024 * 1024)
     assert defaults.gateway_max_header_bytes == 32 * 1024
+    assert defaults.gateway_read_timeout_seconds == 15
     assert defaults.upstream_timeout_seconds == 10
     assert defaults.upstream_targets()["product.v1"] == "127.0.0.1:50052"
     monkeypatch.setenv("GATEWAY_PORT", "9999")
