@@ -77,9 +77,10 @@ def wait_terminal(api: httpx.Client, user: User, order_id: str, timeout: float =
         time.sleep(0.02)
 
 
-def place_order(
-    api: httpx.Client, user: User, product_id: str, quantity: int, payment_token: str = "tok_ok"
+def submit_order(
+    api: httpx.Client, user: User, product_id: str, quantity: int = 1, payment_token: str = "tok_ok"
 ) -> dict:
+    """POST /v1/orders for one product line; the order as created (PENDING, usually)."""
     response = api.post(
         "/v1/orders",
         headers=user.headers,
@@ -89,7 +90,15 @@ def place_order(
         },
     )
     assert response.status_code == 200, response.text
-    return wait_terminal(api, user, response.json()["id"])
+    return dict(response.json())
+
+
+def place_order(
+    api: httpx.Client, user: User, product_id: str, quantity: int, payment_token: str = "tok_ok"
+) -> dict:
+    """An order submitted and then waited for until terminal."""
+    order = submit_order(api, user, product_id, quantity, payment_token)
+    return wait_terminal(api, user, order["id"])
 
 
 def stock_of(api: httpx.Client, product_id: str) -> int:

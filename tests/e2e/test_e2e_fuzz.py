@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from e2e_support import User, create_product, register
+from e2e_support import User, create_product, register, submit_order
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -282,12 +282,7 @@ def targets(api: httpx.Client, admin: User) -> Iterator[Targets]:
     """One set per stack, shared by every example: hypothesis runs many examples per test."""
     customer = register(api)
     product = create_product(api, admin, stock=100_000)
-    order = api.post(
-        "/v1/orders",
-        headers=customer.headers,
-        json={"items": [{"product_id": product["id"], "quantity": 1}], "payment_token": "tok_ok"},
-    )
-    assert order.status_code == 200, order.text
+    order = submit_order(api, customer, product["id"])
     # Webhooks belong to a customer who never orders, so none is ever delivered to.
     hooks = register(api, "Hook Owner")
     webhook = api.post(
@@ -296,7 +291,7 @@ def targets(api: httpx.Client, admin: User) -> Iterator[Targets]:
         json={"url": "http://127.0.0.1:9/fuzz", "event_types": ["order.created"]},
     )
     assert webhook.status_code == 200, webhook.text
-    yield Targets(customer, hooks, admin, product["id"], order.json()["id"], webhook.json()["id"])
+    yield Targets(customer, hooks, admin, product["id"], order["id"], webhook.json()["id"])
     listed = api.get("/v1/webhooks", headers=hooks.headers, params={"page_size": 100})
     for created in listed.json().get("webhooks", []):
         api.delete(f"/v1/webhooks/{created['id']}", headers=hooks.headers)

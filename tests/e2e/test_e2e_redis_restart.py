@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from e2e_support import User, create_product, eventually, stock_of, wait_terminal
+from e2e_support import User, create_product, eventually, stock_of, submit_order, wait_terminal
 from tienda_devstack.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
 
 def place(api: httpx.Client, customer: User, product_id: str) -> str:
-    response = api.post(
-        "/v1/orders",
-        headers=customer.headers,
-        json={"items": [{"product_id": product_id, "quantity": 1}], "payment_token": "tok_ok"},
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit_order(api, customer, product_id)["id"])
 
 
 @pytest.mark.parametrize("ending", ["stop", "kill"])

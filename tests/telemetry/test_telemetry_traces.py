@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from e2e_support import User, create_product, wait_terminal
+from e2e_support import User, create_product, submit_order, wait_terminal
 from tienda_devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tienda_devstack.stack import Stack
 
@@ -17,13 +17,7 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
     api: httpx.Client, admin: User, customer: User, otlp_receiver: OtlpReceiver, stack: Stack
 ) -> None:
     product = create_product(api, admin, stock=3)
-    response = api.post(
-        "/v1/orders",
-        headers=customer.headers,
-        json={"items": [{"product_id": product["id"], "quantity": 1}], "payment_token": "tok_ok"},
-    )
-    assert response.status_code == 200, response.text
-    order_id = response.json()["id"]
+    order_id = submit_order(api, customer, product["id"])["id"]
     wait_terminal(api, customer, order_id)
 
     def redis_call(span: ReceivedSpan) -> bool:
