@@ -66,8 +66,10 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
         and by_id[s.parent_span_id].kind == PRODUCER
     ]
     assert hops, [(s.service, s.name, s.kind) for s in trace]
-    # the relay's round trip to Redis, under the relay span of an event of the order
-    relayed = [s for s in trace if redis_call(s)]
+    # the relay's round trip to Redis (its pipelined XADDs), under the relay span of an event
+    # of the order; other Redis calls may join the trace too, e.g. the attempt counter of a
+    # handler retried because its group heard of the order before the customer
+    relayed = [s for s in trace if redis_call(s) and s.name.startswith("XADD")]
     assert relayed and all(
         by_id[s.parent_span_id].name.startswith("outbox relay ") for s in relayed
     ), [(s.name, by_id.get(s.parent_span_id)) for s in relayed]
