@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from loguru import logger
 from tienda_platform.grpc_server import run_until_signalled
-from tienda_platform.runtime import start_observability
+from tienda_platform.runtime import run, start_observability
 
 from auth_service import __version__
 from auth_service.bootstrap import AuthApp, bootstrap
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
     command = parser.parse_args(argv).command
     settings = settings or get_settings()
     start_observability(service_name="auth_service", service_version=__version__, settings=settings)
-    asyncio.run(_run(command, settings))
+    run(_run(command, settings))
 
 
 async def _run(command: str, settings: Settings) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from tienda_platform.grpc_server import run_until_signalled
-from tienda_platform.runtime import start_observability
+from tienda_platform.runtime import run, start_observability
 
 from order_service import __version__
 from order_service.bootstrap import bootstrap
@@ -42,9 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         service_name="order_service", service_version=__version__, settings=settings
     )
     if args.command == "migrate":
-        asyncio.run(migrate_database(settings))
+        run(migrate_database(settings))
     else:
-        asyncio.run(serve(settings))
+        run(serve(settings))
 
 
 if __name__ == "__main__":

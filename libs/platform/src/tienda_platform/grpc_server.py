@@ -133,6 +133,7 @@ async def run_until_signalled(
         services=",".join(s.name for s in server.services),
         host=server.config.host,
         port=server.bound_port,
+        event_loop=type(loop).__module__.partition(".")[0],  # uvloop, or asyncio
     )
     await stop.wait()
     logger.info("shutting down")

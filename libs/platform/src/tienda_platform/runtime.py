@@ -1,15 +1,22 @@
-"""What every process does first (JSON logs, tracing, the build_info metric), and once it is
-ready (the start-up heap set aside from the garbage collector)."""
+"""What every process does first (JSON logs, tracing, the build_info metric), the event loop
+it runs on, and what it does once it is ready (the start-up heap set aside from the garbage
+collector)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from prometheus_client import Gauge
 
 from tienda_platform.logging import configure_logging
 from tienda_platform.settings import ServiceSettings
 from tienda_platform.telemetry import configure_tracing
+
+T = TypeVar("T")
 
 BUILD_INFO = Gauge(
     "tienda_build_info", "Always 1; labels name the running build.", ["service", "version"]
@@ -51,3 +58,17 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a service's main coroutine to completion on uvloop's event loop (libuv), as the
+    gateway's uvicorn does; asyncio's own loop where uvloop does not exist (Windows).
+
+    A service's CPU goes largely to the event loop's own work: every gRPC call, Redis reply
+    and database round trip is a few callbacks and task steps. uvloop does that work in C,
+    and takes about a quarter less CPU per gRPC call than asyncio's loop."""
+    if sys.platform != "win32":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)  # pragma: no cover - Windows
