@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
@@ -48,6 +49,31 @@ def combined_metadata(*metadatas: MetaData) -> MetaData:
         for table in metadata.tables.values():
             table.to_metadata(combined)
     return combined
+
+
+# SQLSTATEs of a server that cannot take the connection or the statement right now: class 08
+# (connection exceptions), shutting down or starting up (57P01-57P03), too many connections.
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached, so that the transaction
+    certainly did not commit and the same request may simply be sent again: the connection
+    was refused or could not be opened, or it was lost while a statement ran (the server
+    rolls back a transaction whose connection ends before COMMIT).
+
+    A connection lost during COMMIT itself is not one of these: the server may have committed
+    before the answer was lost, so the outcome is unknown, and sending the request again could
+    do it twice."""
+    if isinstance(error, ConnectionError):  # refused or reset before a connection existed
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return error.statement is not None
+    cause = error.orig.__cause__ if error.orig is not None else None
+    sqlstate = str(getattr(cause, "sqlstate", "") or "")
+    return sqlstate.startswith(_UNREACHABLE_SQLSTATES)
 
 
 def is_sqlite(url: str) -> bool:

@@ -20,6 +20,7 @@ from loguru import logger
 from prometheus_client import Counter, Histogram
 
 from tienda_platform.auth import TokenVerifier, bind_principal
+from tienda_platform.database import unreachable
 from tienda_platform.errors import InvalidArgument, ServiceError, Unauthenticated
 from tienda_platform.ids import new_id
 from tienda_platform.telemetry import set_span_attributes
@@ -119,7 +120,10 @@ def _status_details(error: ServiceError) -> bytes:
 
 
 class ErrorMappingInterceptor(UnaryInterceptor):
-    """ServiceError → its status with google.rpc details; anything else → INTERNAL, logged."""
+    """ServiceError → its status with google.rpc details; a database that cannot be reached
+    (tienda_platform.database.unreachable: nothing was committed) → UNAVAILABLE, which callers
+    retry (the channels of tienda_platform.grpc_client do so by themselves); anything else →
+    INTERNAL, logged with its stack trace."""
 
     async def around(
         self, method: str, inner: UnaryHandler, request: Any, context: grpc.aio.ServicerContext
@@ -134,7 +138,17 @@ class ErrorMappingInterceptor(UnaryInterceptor):
             )
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
-        except Exception:
+        except Exception as error:
+            if unreachable(error):
+                logger.warning(
+                    "{method}: the database cannot be reached ({error}); nothing was changed",
+                    method=method,
+                    error=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                )
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the database cannot be reached; nothing was changed, try again",
+                )
             correlation_id = new_id()
             logger.opt(exception=True).error(
                 "unhandled error in {method}", method=method, correlation_id=correlation_id

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from loguru import logger
 from tienda_platform.aio import wait_for_event
+from tienda_platform.database import unreachable
 
 from order_service.domain.model import Order
 from order_service.domain.saga import Saga
@@ -110,6 +111,13 @@ class SagaWorker:
             await self._runner.drive(order_id, loaded)
         except Exception as error:
             # the claim runs out and the saga is taken up again; nothing is lost
+            if unreachable(error):  # an outage of the database, not a fault of the code
+                logger.warning(
+                    "saga worker cannot reach the database: {error}",
+                    error=repr(error)[:200],
+                    order_id=order_id,
+                )
+                return
             logger.opt(exception=error).error(
                 "saga worker failed on a saga: {error}", error=repr(error)[:200], order_id=order_id
             )
