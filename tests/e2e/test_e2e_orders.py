@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from e2e_support import User, create_product, eventually, place_order, stock_of
+from e2e_support import User, create_product, eventually, place_order, stock_of, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +28,34 @@ def test_confirmed_order_takes_stock_and_snapshots_prices(
         }
     ]
     assert stock_of(api, product["id"]) == 3
+
+
+def test_an_order_sent_again_with_its_idempotency_key_is_placed_once(
+    api: httpx.Client, admin: User, customer: User
+) -> None:
+    """A client that lost the answer to its POST sends it again with the same
+    Idempotency-Key: the same order comes back, and the stock is taken once."""
+    product = create_product(api, admin, stock=5)
+    body = {"items": [{"product_id": product["id"], "quantity": 2}], "payment_token": "tok_ok"}
+    headers = {**customer.headers, "Idempotency-Key": "3f1c6a52-order-1"}
+
+    first = api.post("/v1/orders", headers=headers, json=body)
+    assert first.status_code == 200, first.text
+    order = wait_terminal(api, customer, first.json()["id"])
+    again = api.post("/v1/orders", headers=headers, json=body)
+    assert again.status_code == 200, again.text
+    assert again.json() == order  # as it is now: CONFIRMED
+
+    reused = api.post("/v1/orders", headers=headers, json={**body, "payment_token": "tok_declined"})
+    assert reused.status_code == 409, reused.text
+    assert "already used" in reused.json()["message"]
+    assert stock_of(api, product["id"]) == 3
+
+    def orders_of_the_product() -> list[str]:
+        listed = api.get("/v1/orders", headers=customer.headers).json()["orders"]
+        return [o["id"] for o in listed if o["items"][0]["product_id"] == product["id"]]
+
+    assert eventually(orders_of_the_product) == [order["id"]]
 
 
 def test_a_stock_count_set_from_a_stale_read_is_refused_not_applied(

@@ -111,6 +111,9 @@ class RpcEndpoint:
         if_match = _condition(request, "If-Match")
         if if_match is not None and not reads:
             self._make_conditional(message, if_match)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and self.builder.takes_request_id:
+            self.builder.set_request_id(message, idempotency_key.strip())
         try:
             reply = await self.call(message, metadata=metadata)
         except grpc.aio.AioRpcError as error:

@@ -143,6 +143,19 @@ def _operation(binding: HttpBinding, schemas: SchemaRegistry, comments: Comments
     }
     if has_etag(rpc.output_type):
         _conditional(binding, operation)
+    if binding.http_method != "GET" and RequestBuilder(binding).takes_request_id:
+        operation.setdefault("parameters", []).append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "A key of the client's choosing (a UUID is best; 1 to 64 letters,"
+                " digits or -_.:) that names this request, as its request_id does: sent again"
+                " with the same key, the request is answered as the first time and not carried"
+                " out twice; another request under a key used before is 409.",
+                "schema": {"type": "string", "maxLength": 64},
+            }
+        )
     if binding.full_rpc_name in PUBLIC_RPCS:
         operation["security"] = []
     return operation

@@ -25,6 +25,9 @@ from gateway.conditional import ETAG_FIELD, has_etag
 from gateway.errors import invalid_argument
 from gateway.rules import HttpBinding
 
+# The field of a request that names it, so that it is carried out once (AIP-155).
+REQUEST_ID_FIELD = "request_id"
+
 UPDATE_MASK = "update_mask"
 FIELD_MASK = "google.protobuf.FieldMask"
 _INTEGER = re.compile(r"[+-]?\d{1,20}")
@@ -119,6 +122,11 @@ class RequestBuilder:
         # where an If-Match header's entity tag goes: the etag of the resource in the body
         resource = self._body_resource(descriptor)
         self.takes_etag = resource is not None and has_etag(resource)
+        # where an Idempotency-Key header goes: the request's own request_id (AIP-155)
+        request_id = descriptor.fields_by_name.get(REQUEST_ID_FIELD)
+        self.takes_request_id = (
+            request_id is not None and request_id.type == FieldDescriptor.TYPE_STRING
+        )
 
     def _body_resource(self, descriptor: Descriptor) -> Descriptor | None:
         if self.binding.body == "*":
@@ -137,6 +145,16 @@ class RequestBuilder:
         if given and given != etag:
             raise invalid_argument("the If-Match header and the etag of the body differ")
         setattr(resource, ETAG_FIELD, etag)
+
+    def set_request_id(self, request: Message, key: str) -> None:
+        """Name the request with an Idempotency-Key header's value: sent again with the same
+        key, it is answered as the first time instead of being carried out twice."""
+        if not key:
+            raise invalid_argument("the Idempotency-Key header is empty")
+        given = getattr(request, REQUEST_ID_FIELD)
+        if given and given != key:
+            raise invalid_argument("the Idempotency-Key header and the body's request_id differ")
+        setattr(request, REQUEST_ID_FIELD, key)
 
     @property
     def has_body(self) -> bool:

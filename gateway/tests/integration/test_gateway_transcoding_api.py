@@ -101,6 +101,43 @@ async def test_post_with_body_star(
     assert request.payment_token == "tok_ok"
 
 
+async def test_an_idempotency_key_becomes_the_request_id(
+    client: httpx.AsyncClient, upstreams: dict[str, Upstream]
+) -> None:
+    order = {"items": [{"productId": MUG_ID, "quantity": 1}], "payment_token": "tok_ok"}
+    response = await client.post(
+        "/v1/orders", headers={**TOKEN, "Idempotency-Key": " key-1 "}, json=order
+    )
+    assert response.status_code == 200
+    request, _ = upstreams["order"].fake.last("CreateOrder")
+    assert request.request_id == "key-1"
+
+    # the body may name the request itself; the header must then agree with it
+    agreeing = await client.post(
+        "/v1/orders",
+        headers={**TOKEN, "Idempotency-Key": "key-2"},
+        json={**order, "requestId": "key-2"},
+    )
+    assert agreeing.status_code == 200
+    calls = len(upstreams["order"].fake.calls)
+    for headers, body in [
+        ({"Idempotency-Key": "key-3"}, {**order, "request_id": "key-4"}),
+        ({"Idempotency-Key": ""}, order),
+    ]:
+        refused = await client.post("/v1/orders", headers={**TOKEN, **headers}, json=body)
+        assert refused.status_code == 400
+        assert refused.json()["code"] == 3
+    assert len(upstreams["order"].fake.calls) == calls  # refused before any call
+
+    # a request without a request_id field takes no key (PATCH and DELETE are idempotent)
+    patched = await client.patch(
+        f"/v1/products/{MUG_ID}",
+        headers={**TOKEN, "Idempotency-Key": "key-5"},
+        json={"name": "Big mug"},
+    )
+    assert patched.status_code == 200
+
+
 async def test_custom_verb_without_a_body(
     client: httpx.AsyncClient, upstreams: dict[str, Upstream]
 ) -> None:

@@ -114,7 +114,16 @@ def test_parameters_and_bodies(document: dict[str, Any]) -> None:
     body = update["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"] == "#/components/schemas/product.v1.Product"
     _, _, create_order = ops["CreateOrder"]
-    assert "parameters" not in create_order
+    # the one request with a request_id (AIP-155) takes an Idempotency-Key header for it
+    assert [(p["name"], p["in"]) for p in create_order["parameters"]] == [
+        ("Idempotency-Key", "header")
+    ]
+    assert not any(
+        p["name"] == "Idempotency-Key"
+        for name, (_, _, op) in ops.items()
+        if name != "CreateOrder"
+        for p in op.get("parameters", [])
+    )
     assert create_order["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/order.v1.CreateOrderRequest"
     }

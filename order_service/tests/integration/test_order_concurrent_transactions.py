@@ -68,10 +68,12 @@ async def known_customer(uow_factory: UowFactory) -> Principal:
     return principal
 
 
-def place(principal: Principal, uow: SqlUnitOfWork) -> asyncio.Task[Order]:
+def place(principal: Principal, uow: SqlUnitOfWork, request_id: str = "") -> asyncio.Task[Order]:
     return asyncio.create_task(
         services.create_order(
-            command=CreateOrder(items=(RequestedItem(PRODUCT.id, 1),), payment_token="tok_ok"),
+            command=CreateOrder(
+                items=(RequestedItem(PRODUCT.id, 1),), payment_token="tok_ok", request_id=request_id
+            ),
             principal=principal,
             uow=uow,
             catalog=OneProduct(),
@@ -128,6 +130,26 @@ async def test_an_order_during_a_deletion_waits_for_it_and_is_refused(
 
     async with uow_factory() as uow:
         assert await uow.orders.pending_of(principal.user_id) == []
+
+
+async def test_the_same_request_placed_twice_at_once_places_one_order(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    """The second waits for the first (SQLite: for the write lock; PostgreSQL: on the
+    request's key, inserted but not committed), then answers with the first one's order."""
+    principal = await known_customer(uow_factory)
+    placing = HeldAtCommit(session_factory(engine))
+    first = place(principal, placing, request_id="req-1")
+    await asyncio.wait_for(placing.reached.wait(), 10)
+
+    second = place(principal, uow_factory(), request_id="req-1")
+    assert await waits(second), "the second did not wait for the first"
+    placing.release.set()
+    placed = await asyncio.wait_for(first, 10)
+    assert (await asyncio.wait_for(second, 10)).id == placed.id
+
+    async with uow_factory() as uow:
+        assert [o.id for o in await uow.orders.pending_of(principal.user_id)] == [placed.id]
 
 
 async def write_model_name(uow: SqlUnitOfWork, customer_id: str) -> str | None:

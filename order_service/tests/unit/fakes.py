@@ -11,11 +11,12 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from order_service.adapters.customer_repository import CustomerRepository
-from order_service.adapters.repository import OrderRepository
+from order_service.adapters.repository import OrderRepository, PlacedRequest
 from order_service.adapters.saga_repository import SagaRepository
 from order_service.adapters.summary_repository import SummaryRepository
 from order_service.domain.commands import CancelOrder, CreateOrder, RequestedItem
 from order_service.domain.customers import Customer
+from order_service.domain.errors import RequestAlreadyPlaced
 from order_service.domain.model import Order, OrderLine, OrderStatus, SagaMode
 from order_service.domain.saga import RetryPolicy, Saga
 from order_service.domain.summary import OrderSummary
@@ -74,6 +75,7 @@ class FakeDatabase:
     customers: dict[str, Customer] = field(default_factory=dict)
     summaries: dict[str, OrderSummary] = field(default_factory=dict)
     summary_customers: dict[str, Customer] = field(default_factory=dict)
+    order_requests: dict[str, PlacedRequest] = field(default_factory=dict)
     events: list[RecordedEvent] = field(default_factory=list)
 
     def of_type(self, *event_types: str) -> list[RecordedEvent]:
@@ -81,9 +83,15 @@ class FakeDatabase:
 
 
 class FakeOrderRepository(OrderRepository):
-    def __init__(self, table: FakeTable[Order], customers: FakeTable[Customer]) -> None:
+    def __init__(
+        self,
+        table: FakeTable[Order],
+        customers: FakeTable[Customer],
+        requests: FakeTable[PlacedRequest] | None = None,
+    ) -> None:
         self.table = table
         self._customers = customers
+        self._requests = requests if requests is not None else FakeTable({})
 
     async def add(self, order: Order) -> None:
         assert self.table.get(order.id) is None
@@ -110,6 +118,15 @@ class FakeOrderRepository(OrderRepository):
             for o in self.table.values()
             if o.customer_id == customer_id and o.status is OrderStatus.PENDING
         ]
+
+    async def placed_by_request(self, customer_id: str, request_id: str) -> PlacedRequest | None:
+        return self._requests.get(f"{customer_id} {request_id}")
+
+    async def remember_request(self, placed: PlacedRequest) -> None:
+        key = f"{placed.customer_id} {placed.request_id}"
+        if self._requests.get(key) is not None:
+            raise RequestAlreadyPlaced(placed.request_id)
+        self._requests.put(key, placed)
 
 
 class FakeSagaRepository(SagaRepository):
@@ -210,8 +227,11 @@ class FakeUnitOfWork(AbstractUnitOfWork):
             "customers": FakeTable(db.customers),
             "summaries": FakeTable(db.summaries),
             "summary_customers": FakeTable(db.summary_customers),
+            "order_requests": FakeTable(db.order_requests),
         }
-        self.orders = FakeOrderRepository(self._tables["orders"], self._tables["customers"])
+        self.orders = FakeOrderRepository(
+            self._tables["orders"], self._tables["customers"], self._tables["order_requests"]
+        )
         self.sagas = FakeSagaRepository(self._tables["sagas"])
         self.customers = FakeCustomerRepository(self._tables["customers"])
         self.summaries = FakeSummaryRepository(
@@ -424,6 +444,7 @@ class World:
         principal: Principal,
         token: str = "tok_ok",
         items: Sequence[tuple[str, int]] | None = None,
+        request_id: str = "",
     ) -> Order:
         """CreateOrder: the order as it is answered (PENDING)."""
         command = CreateOrder(
@@ -432,6 +453,7 @@ class World:
                 for product_id, quantity in (items or [(self.mug, 2), (self.tea, 1)])
             ),
             payment_token=token,
+            request_id=request_id,
         )
         return await services.create_order(
             command=command,

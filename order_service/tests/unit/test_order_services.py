@@ -1,5 +1,5 @@
 """GetOrder, ListOrders (from the read model) and CancelOrder over fakes: who may see and
-cancel what, and what a cancellation gives back."""
+cancel what, and what a cancellation gives back; CreateOrder sent again with its request_id."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from order_service.domain.errors import OrderNotFound
 from order_service.domain.model import OrderStatus, PaymentStatus
 from order_service.domain.saga import SagaStep
 from order_service.service_layer import read_model
-from tienda_platform.errors import FailedPrecondition, InvalidArgument
+from tienda_platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from tienda_platform.ids import new_id
 
 from .fakes import World, customer, wait_until
@@ -200,3 +200,40 @@ async def test_a_cancel_while_product_service_is_down_is_done_at_once_and_given_
 
     await wait_until(released)
     assert len(world.payments.refunds) == 1
+
+
+async def test_a_request_sent_again_with_its_request_id_gets_the_same_order(world: World) -> None:
+    alice = customer()
+    first = await world.place(alice, request_id="req-1")
+    again = await world.place(alice, request_id="req-1")
+    assert again.id == first.id
+    assert [o.id for o in world.db.orders.values()] == [first.id]
+    assert world.events_of(first.id) == ["order.created"]
+    assert world.catalog.calls_of("batch_get_products") == 1  # the repeat: no catalog call
+
+    # the order as it is now, not as it was first answered
+    await world.worker.drain()
+    assert (await world.place(alice, request_id="req-1")).status is OrderStatus.CONFIRMED
+
+
+async def test_a_request_id_is_the_customers_own_and_not_for_another_request(
+    world: World,
+) -> None:
+    alice, bob = customer(), customer()
+    mine = await world.place(alice, request_id="req-1")
+    theirs = await world.place(bob, request_id="req-1")
+    assert theirs.id != mine.id
+    with pytest.raises(AlreadyExists, match="request_id req-1 was already used") as reused:
+        await world.place(alice, token="tok_declined", request_id="req-1")
+    assert reused.value.code == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(AlreadyExists):
+        await world.place(alice, items=[(world.mug, 1)], request_id="req-1")
+    assert len(world.db.orders) == 2
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 65, "ünïcode", "semi;colon"])
+async def test_a_malformed_request_id_is_an_invalid_argument(world: World, bad: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await world.place(customer(), request_id=bad)
+    assert [v.field for v in caught.value.violations] == ["request_id"]
+    assert world.db.orders == {}

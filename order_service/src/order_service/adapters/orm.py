@@ -42,6 +42,20 @@ class OrderRow(OrderTable, table=True):
     )
 
 
+class OrderRequestRow(OrderTable, table=True):
+    """A request that placed an order and named itself (CreateOrderRequest.request_id): the
+    same request again answers with that order."""
+
+    __tablename__ = "order_requests"
+
+    customer_id: str = Field(primary_key=True, max_length=64)
+    request_id: str = Field(primary_key=True, max_length=64)
+    order_id: str = Field(foreign_key="orders.id", max_length=36)
+    # CreateOrder.fingerprint: a different request under the same request_id is refused
+    fingerprint: str = Field(max_length=64)
+    create_time: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
 class OrderItemRow(OrderTable, table=True):
     __tablename__ = "order_items"
 

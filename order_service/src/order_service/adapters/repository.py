@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
-from order_service.adapters.orm import CustomerRow, OrderItemRow, OrderRow, PaymentRow, SagaRow
+from order_service.adapters.orm import (
+    CustomerRow,
+    OrderItemRow,
+    OrderRequestRow,
+    OrderRow,
+    PaymentRow,
+    SagaRow,
+)
+from order_service.domain.errors import RequestAlreadyPlaced
 from order_service.domain.model import (
     Order,
     OrderLine,
@@ -43,6 +53,23 @@ class OrderRepository(abc.ABC):
     @abc.abstractmethod
     async def pending_of(self, customer_id: str) -> list[Order]:
         """The customer's PENDING orders."""
+
+    @abc.abstractmethod
+    async def placed_by_request(self, customer_id: str, request_id: str) -> PlacedRequest | None:
+        """The order the customer's request `request_id` placed, if it did."""
+
+    @abc.abstractmethod
+    async def remember_request(self, placed: PlacedRequest) -> None:
+        """Keep which order a request placed, with the order's transaction; raises
+        RequestAlreadyPlaced if another transaction kept the same request first."""
+
+
+@dataclass(frozen=True)
+class PlacedRequest:
+    customer_id: str
+    request_id: str
+    order_id: str
+    fingerprint: str
 
 
 def utc(value: datetime) -> datetime:
@@ -199,6 +226,34 @@ class SqlOrderRepository(OrderRepository):
         new = [payment for payment in order.payments if payment.id not in stored]
         self._session.add_all(_payment_row(payment) for payment in new)
         self._payment_ids[order.id] = stored | {payment.id for payment in new}
+
+    async def placed_by_request(self, customer_id: str, request_id: str) -> PlacedRequest | None:
+        row = await self._session.get(OrderRequestRow, (customer_id, request_id))
+        if row is None:
+            return None
+        return PlacedRequest(
+            customer_id=row.customer_id,
+            request_id=row.request_id,
+            order_id=row.order_id,
+            fingerprint=row.fingerprint,
+        )
+
+    async def remember_request(self, placed: PlacedRequest) -> None:
+        self._session.add(
+            OrderRequestRow(
+                customer_id=placed.customer_id,
+                request_id=placed.request_id,
+                order_id=placed.order_id,
+                fingerprint=placed.fingerprint,
+                create_time=datetime.now(UTC),
+            )
+        )
+        try:
+            # now, not at commit: on PostgreSQL this waits for a transaction that inserted
+            # the same request and has not committed yet, and fails if that one commits
+            await self._session.flush()
+        except IntegrityError as error:
+            raise RequestAlreadyPlaced(placed.request_id) from error
 
     async def pending_of(self, customer_id: str) -> list[Order]:
         query = _whole_orders().where(

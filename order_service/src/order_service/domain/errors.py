@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tienda_platform.errors import FailedPrecondition, NotFound
+from tienda_platform.errors import AlreadyExists, FailedPrecondition, NotFound
 
 
 class OrderNotFound(NotFound):
@@ -22,3 +22,15 @@ class IllegalTransition(FailedPrecondition):
 
     def __init__(self, status: str) -> None:
         super().__init__(f"order is already {status.lower()}")
+
+
+class RequestIdReused(AlreadyExists):
+    """A request_id the customer gave before, with a different request."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request_id {request_id} was already used for a different order")
+
+
+class RequestAlreadyPlaced(Exception):
+    """Another transaction placed an order for the same request_id first (a storage conflict
+    the service layer resolves by answering with that order)."""

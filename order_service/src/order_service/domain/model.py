@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -180,9 +181,16 @@ class Order:
         self.update_time = now
 
 
-def validate_new_order(*, items: Sequence[RequestedItem], payment_token: str) -> None:
+def validate_new_order(
+    *, items: Sequence[RequestedItem], payment_token: str, request_id: str = ""
+) -> None:
     """INVALID_ARGUMENT with one field violation per problem of a new order's request."""
     check = Validator()
+    check.check(
+        not request_id or _REQUEST_ID.fullmatch(request_id) is not None,
+        "request_id",
+        "must be 1 to 64 letters, digits or -_.:",
+    )
     check.check(1 <= len(items) <= MAX_ITEMS, "items", f"must have 1 to {MAX_ITEMS} items")
     # Per-item checks only for an acceptable number of items: a huge list gets one violation.
     if len(items) <= MAX_ITEMS:
@@ -208,6 +216,9 @@ def validate_new_order(*, items: Sequence[RequestedItem], payment_token: str) ->
         f"must be 1 to {MAX_PAYMENT_TOKEN_CHARS} characters",
     )
     check.raise_if_invalid()
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def validate_order_id(order_id: str) -> None:

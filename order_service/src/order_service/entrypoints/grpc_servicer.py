@@ -63,6 +63,7 @@ class OrderServicer(WebhookRpcs, order_pb2_grpc.OrderServiceServicer):
                 for item in request.items
             ),
             payment_token=request.payment_token,
+            request_id=request.request_id,
         )
         order = await services.create_order(
             command=command,

@@ -11,8 +11,15 @@ from tienda_platform.errors import FailedPrecondition
 from tienda_platform.ids import new_id
 from tienda_platform.telemetry import set_span_attributes
 
+from order_service.adapters.repository import PlacedRequest
 from order_service.domain.commands import CancelOrder, CreateOrder
-from order_service.domain.errors import IllegalTransition, OrderNotFound, ProductNotFound
+from order_service.domain.errors import (
+    IllegalTransition,
+    OrderNotFound,
+    ProductNotFound,
+    RequestAlreadyPlaced,
+    RequestIdReused,
+)
 from order_service.domain.model import (
     Order,
     OrderLine,
@@ -41,8 +48,60 @@ async def create_order(
     """Validate, snapshot the products, and store the order PENDING with order.created.
 
     An orchestrated order's saga is stored with it; with `saga_runs_here`, claimed by this
-    process's saga worker, which runs it once the order is committed."""
-    validate_new_order(items=command.items, payment_token=command.payment_token)
+    process's saga worker, which runs it once the order is committed.
+
+    A request with a request_id that placed an order before (sent again after a lost answer,
+    or twice at once) gets that order as it is now, and places no other."""
+    validate_new_order(
+        items=command.items, payment_token=command.payment_token, request_id=command.request_id
+    )
+    if command.request_id:
+        async with uow:
+            earlier = await _placed_earlier(uow, command, principal)
+        if earlier is not None:
+            return earlier
+    try:
+        return await _place(
+            command=command,
+            principal=principal,
+            uow=uow,
+            catalog=catalog,
+            saga_mode=saga_mode,
+            saga_runs_here=saga_runs_here,
+        )
+    except RequestAlreadyPlaced:
+        # the same request, placed meanwhile by another transaction that committed first
+        async with uow:
+            earlier = await _placed_earlier(uow, command, principal)
+        if earlier is None:  # pragma: no cover - the conflict means the row exists
+            raise
+        return earlier
+
+
+async def _placed_earlier(
+    uow: AbstractUnitOfWork, command: CreateOrder, principal: Principal
+) -> Order | None:
+    placed = await uow.orders.placed_by_request(principal.user_id, command.request_id)
+    if placed is None:
+        return None
+    if placed.fingerprint != command.fingerprint():
+        raise RequestIdReused(command.request_id)
+    order = await uow.orders.get(placed.order_id)
+    if order is None:  # pragma: no cover - kept with the order, by a foreign key
+        raise OrderNotFound(placed.order_id)
+    set_span_attributes(order_id=order.id)
+    return order
+
+
+async def _place(
+    *,
+    command: CreateOrder,
+    principal: Principal,
+    uow: AbstractUnitOfWork,
+    catalog: ProductCatalog,
+    saga_mode: SagaMode,
+    saga_runs_here: SagaRunsHere | None,
+) -> Order:
     products = await catalog.batch_get_products(
         ids=[item.product_id for item in command.items], principal=principal
     )
@@ -80,6 +139,15 @@ async def create_order(
         )
         set_span_attributes(order_id=order.id)
         await transitions.place(uow, order)
+        if command.request_id:
+            await uow.orders.remember_request(
+                PlacedRequest(
+                    customer_id=principal.user_id,
+                    request_id=command.request_id,
+                    order_id=order.id,
+                    fingerprint=command.fingerprint(),
+                )
+            )
         if saga_mode is SagaMode.ORCHESTRATION:
             now = utc_now()
             saga = Saga.start(order_id=order.id, mode=saga_mode, step=SagaStep.RESERVE, now=now)

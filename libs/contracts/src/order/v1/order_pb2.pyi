@@ -80,12 +80,14 @@ class OrderItemRequest(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class CreateOrderRequest(_message.Message):
-    __slots__ = ("items", "payment_token")
+    __slots__ = ("items", "payment_token", "request_id")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[OrderItemRequest]
     payment_token: str
-    def __init__(self, items: _Optional[_Iterable[_Union[OrderItemRequest, _Mapping]]] = ..., payment_token: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, items: _Optional[_Iterable[_Union[OrderItemRequest, _Mapping]]] = ..., payment_token: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetOrderRequest(_message.Message):
     __slots__ = ("id",)
