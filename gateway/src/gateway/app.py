@@ -157,7 +157,10 @@ def _middleware() -> list[Middleware]:
 def create_app(*, settings: Settings) -> Starlette:
     """The gateway app; its upstream channels open and close with the app's lifespan."""
     upstreams = Upstreams(
-        targets=settings.upstream_targets(), timeout=settings.upstream_timeout_seconds
+        targets=settings.upstream_targets(),
+        timeout=settings.upstream_timeout_seconds,
+        breaker_failures=settings.gateway_breaker_failures,
+        breaker_reset_seconds=settings.gateway_breaker_reset_seconds,
     )
     table = build_routes(settings=settings, upstreams=upstreams, services=contract_services())
 

@@ -26,6 +26,11 @@ class Settings(ServiceSettings):
     upstream_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=env("UPSTREAM_TIMEOUT_SECONDS")
     )
+    # an upstream failing this many calls in a row is not called for the reset time (0: never)
+    gateway_breaker_failures: int = Field(5, ge=0, validation_alias=env("GATEWAY_BREAKER_FAILURES"))
+    gateway_breaker_reset_seconds: float = Field(
+        5.0, gt=0, validation_alias=env("GATEWAY_BREAKER_RESET_SECONDS")
+    )
 
     def upstream_targets(self) -> dict[str, str]:
         """The address of each upstream, by the proto package that names its service."""

@@ -146,7 +146,10 @@ def from_rpc_error(error: grpc.aio.AioRpcError, *, rpc: str) -> ApiError:
         )
         message = _GENERIC_MESSAGE.get(code, code.name.lower())
     details = decode_details(raw_status) if isinstance(raw_status, bytes) else []
-    return ApiError(code, message, details=details)
+    # an open circuit breaker knows when the upstream will be tried again
+    retry_after = getattr(error, "retry_after_header", None)
+    headers = {"Retry-After": retry_after} if isinstance(retry_after, str) else None
+    return ApiError(code, message, details=details, headers=headers)
 
 
 def decode_details(raw_status: bytes) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tienda_platform.grpc_client import create_channel
 
 from gateway import metrics
+from gateway.breaker import CircuitBreaker
 from gateway.errors import ApiError
 
 Metadata = Sequence[tuple[str, str]]
@@ -25,11 +26,18 @@ HEALTH_CHECK_SECONDS = 2.0
 class UnaryCall:
     """One unary RPC of one upstream; bound to its channel when the upstreams open."""
 
-    def __init__(self, service: ServiceDescriptor, method: str, timeout: float) -> None:
+    def __init__(
+        self,
+        service: ServiceDescriptor,
+        method: str,
+        timeout: float,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.service = service.full_name
         self.method = method
         self.full_name = f"{service.full_name}/{method}"
         self.timeout = timeout
+        self.breaker = breaker
         self._multicallable: Any = None
 
     def bind(self, stub: Any) -> None:
@@ -39,27 +47,42 @@ class UnaryCall:
         """Call the RPC; a failure raises grpc.aio.AioRpcError."""
         if self._multicallable is None:
             raise ApiError(grpc.StatusCode.UNAVAILABLE, "the gateway is not ready yet")
+        breaker = self.breaker
+        trial = breaker.admit() if breaker is not None else False  # raises CircuitOpen
         started = time.perf_counter()
-        code = "OK"
+        code = grpc.StatusCode.OK
         try:
             return await self._multicallable(request, timeout=self.timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
-            code = error.code().name
+            code = error.code()
             raise
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            metrics.grpc_handled(self.service, self.method, code).inc()
+            if breaker is not None:
+                breaker.record(code, trial=trial)
+            metrics.grpc_handled(self.service, self.method, code.name).inc()
             metrics.grpc_seconds(self.service, self.method).observe(time.perf_counter() - started)
 
 
 class Upstreams:
     """The upstream services by proto package, their channels and the calls made to them."""
 
-    def __init__(self, *, targets: Mapping[str, str], timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        targets: Mapping[str, str],
+        timeout: float,
+        breaker_failures: int = 5,
+        breaker_reset_seconds: float = 5.0,
+    ) -> None:
         self._targets = dict(targets)
         self._timeout = timeout
+        # one circuit breaker per upstream service (all its methods share its fate)
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breaker_failures = breaker_failures
+        self._breaker_reset = breaker_reset_seconds
         self._calls: list[tuple[ServiceDescriptor, UnaryCall]] = []
         self._services: dict[str, ServiceDescriptor] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -76,7 +99,14 @@ class Upstreams:
         self.target_of(service)
         if method not in service.methods_by_name:
             raise ValueError(f"{service.full_name} has no method {method}")
-        call = UnaryCall(service, method, self._timeout)
+        breaker = self._breakers.get(service.full_name)
+        if breaker is None:
+            breaker = self._breakers[service.full_name] = CircuitBreaker(
+                service.full_name,
+                failures=self._breaker_failures,
+                reset_seconds=self._breaker_reset,
+            )
+        call = UnaryCall(service, method, self._timeout, breaker)
         self._calls.append((service, call))
         self._services[service.full_name] = service
         return call
