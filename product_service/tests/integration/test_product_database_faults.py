@@ -14,11 +14,10 @@ import pytest
 import sqlalchemy as sa
 from product.v1 import product_pb2, product_pb2_grpc
 from product_service.bootstrap import ProductApp, bootstrap
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from tienda_platform.ids import new_id
 from tienda_platform.redis_server import free_port
-from tienda_platform.testing import TokenMint
+from tienda_platform.testing import TokenMint, end_connections
 
 from .factories import settings_for
 
@@ -72,24 +71,6 @@ async def test_a_database_refusing_connections_makes_calls_unavailable(
             )
 
 
-async def _backends(admin: AsyncEngine, database: str, where: str = "true") -> list[int]:
-    async with admin.connect() as connection:
-        rows = await connection.execute(
-            sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = :database"
-                f" AND pid <> pg_backend_pid() AND {where}"
-            ),
-            {"database": database},
-        )
-        return [row[0] for row in rows]
-
-
-async def _terminate(admin: AsyncEngine, pids: list[int]) -> None:
-    async with admin.connect() as connection:
-        for pid in pids:
-            await connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_a_connection_lost_mid_statement_is_unavailable_and_the_retry_reserves_once(
@@ -99,9 +80,7 @@ async def test_a_connection_lost_mid_statement_is_unavailable_and_the_retry_rese
     (as a restart or failover would): the call is UNAVAILABLE, the reservation rolled back;
     the same call, sent again, reserves once. Connections the pool held idle when the server
     ended them are replaced without a failed call (pool_pre_ping)."""
-    url = make_url(database_url)
-    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    holder = create_async_engine(url)
+    holder = create_async_engine(database_url)
     admin_md, service = _tokens(token_mint)
     try:
         async with serving(database_url, broker_url, tmp_path, token_mint, prepare=True) as (
@@ -117,7 +96,7 @@ async def test_a_connection_lost_mid_statement_is_unavailable_and_the_retry_rese
                 metadata=admin_md,
             )
             # every connection the service's pool holds, idle, ended by the server
-            await _terminate(admin, await _backends(admin, url.database or ""))
+            assert await end_connections(database_url) >= 1
             fetched = await stub.GetProduct(product_pb2.GetProductRequest(id=product.id))
             assert fetched.stock == 5
 
@@ -131,12 +110,7 @@ async def test_a_connection_lost_mid_statement_is_unavailable_and_the_retry_rese
                     {"id": product.id},
                 )
                 call = asyncio.ensure_future(stub.ReserveStock(reserve, metadata=service))
-                waiting = await _until(
-                    lambda: _backends(
-                        admin, url.database or "", "wait_event_type = 'Lock' AND state = 'active'"
-                    )
-                )
-                await _terminate(admin, waiting)
+                await _until(lambda: end_connections(database_url, waiting_on_a_lock=True))
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await call
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -149,13 +123,11 @@ async def test_a_connection_lost_mid_statement_is_unavailable_and_the_retry_rese
             assert fetched.stock == 3
     finally:
         await holder.dispose()
-        await admin.dispose()
 
 
-async def _until(probe: Callable[[], Awaitable[list[int]]], within: float = 10.0) -> list[int]:
-    """What probe() returns once it is not empty."""
+async def _until(probe: Callable[[], Awaitable[int]], within: float = 10.0) -> None:
+    """Until probe() returns a count above 0."""
     deadline = time.monotonic() + within
-    while not (found := await probe()):
+    while not await probe():
         assert time.monotonic() < deadline, "the call never waited on the row lock"
         await asyncio.sleep(0.05)
-    return list(found)

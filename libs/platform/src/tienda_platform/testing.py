@@ -67,6 +67,33 @@ async def drop_postgres_database(database_url: str) -> None:
         await conn.close()
 
 
+async def end_connections(database_url: str, *, waiting_on_a_lock: bool = False) -> int:
+    """End, as the server would in a restart or a failover, every connection to the
+    PostgreSQL database of database_url (only those waiting on a lock, with waiting_on_a_lock);
+    how many it ended."""
+    import asyncpg
+
+    url = make_url(database_url)
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        ended = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()"
+            " AND (NOT $2 OR (wait_event_type = 'Lock' AND state = 'active'))",
+            url.database,
+            waiting_on_a_lock,
+        )
+    finally:
+        await conn.close()
+    return int(ended or 0)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database: a SQLite file, and a fresh PostgreSQL database when one is configured."""

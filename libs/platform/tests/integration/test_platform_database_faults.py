@@ -9,41 +9,26 @@ from collections.abc import AsyncIterator, Awaitable
 import asyncpg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tienda_platform.database import create_engine, unreachable
 from tienda_platform.redis_server import free_port
+from tienda_platform.testing import end_connections
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def engines(database_url: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine, str]]:
-    """The service's engine on a table with one row, and an administrator's engine."""
-    url = make_url(database_url)
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The service's engine on a table with one row."""
     engine = create_engine(database_url)
-    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     async with engine.begin() as connection:
         await connection.execute(sa.text("CREATE TABLE stock (sku TEXT PRIMARY KEY, units INT)"))
         await connection.execute(sa.text("INSERT INTO stock VALUES ('mug', 5)"))
     try:
-        yield engine, admin, url.database or ""
+        yield engine
     finally:
         await engine.dispose()
-        await admin.dispose()
-
-
-async def _terminate(admin: AsyncEngine, database: str, where: str = "true") -> int:
-    async with admin.connect() as connection:
-        ended = await connection.scalar(
-            sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                f" WHERE datname = :database AND pid <> pg_backend_pid() AND {where}"
-            ),
-            {"database": database},
-        )
-        return int(ended or 0)
 
 
 async def _raised(work: Awaitable[object]) -> BaseException:
@@ -57,10 +42,8 @@ async def _raised(work: Awaitable[object]) -> BaseException:
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_lost_during_a_statement_is_unreachable_lost_at_commit_is_not(
-    engines: tuple[AsyncEngine, AsyncEngine, str],
+    engine: AsyncEngine, database_url: str
 ) -> None:
-    engine, admin, database = engines
-
     async def update_while_locked() -> None:
         async with engine.connect() as holder, holder.begin():
             await holder.execute(sa.text("SELECT units FROM stock WHERE sku = 'mug' FOR UPDATE"))
@@ -71,7 +54,7 @@ async def test_lost_during_a_statement_is_unreachable_lost_at_commit_is_not(
 
             waiting = asyncio.ensure_future(update())
             for _ in range(200):
-                if await _terminate(admin, database, "wait_event_type = 'Lock'"):
+                if await end_connections(database_url, waiting_on_a_lock=True):
                     break
                 await asyncio.sleep(0.05)
             await waiting
@@ -84,7 +67,7 @@ async def test_lost_during_a_statement_is_unreachable_lost_at_commit_is_not(
         async with engine.connect() as connection:
             transaction = await connection.begin()
             await connection.execute(sa.text("UPDATE stock SET units = units - 1"))
-            assert await _terminate(admin, database) >= 1
+            assert await end_connections(database_url) >= 1
             await transaction.commit()
 
     at_commit = await _raised(end_before_commit())
