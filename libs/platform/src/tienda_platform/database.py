@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import weakref
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import registry
@@ -56,11 +57,39 @@ def combined_metadata(*metadatas: MetaData) -> MetaData:
 _UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
+# Connections whose COMMIT has been sent and not yet answered (see _mark_failures_at_commit).
+_COMMITTING: weakref.WeakSet[Any] = weakref.WeakSet()
+# Set on an error that ended a connection during its COMMIT: the outcome is unknown.
+AT_COMMIT = "tienda_at_commit"
+
+
+def _mark_failures_at_commit(engine: AsyncEngine) -> None:
+    """Mark the errors raised while a COMMIT was under way (`AT_COMMIT`): SQLAlchemy reports a
+    connection lost at BEGIN, at COMMIT and at ROLLBACK alike (no statement), and only the
+    COMMIT leaves the outcome unknown."""
+
+    @event.listens_for(engine.sync_engine, "commit")
+    def _committing(connection: Any) -> None:
+        _COMMITTING.add(connection)
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begun(connection: Any) -> None:
+        _COMMITTING.discard(connection)
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _failed(context: ExceptionContext) -> None:
+        connection = context.connection
+        if connection is not None and connection in _COMMITTING:
+            _COMMITTING.discard(connection)
+            if context.sqlalchemy_exception is not None:
+                setattr(context.sqlalchemy_exception, AT_COMMIT, True)
+
+
 def unreachable(error: BaseException) -> bool:
     """Whether `error` says the database could not be reached, so that the transaction
     certainly did not commit and the same request may simply be sent again: the connection
-    was refused or could not be opened, or it was lost while a statement ran (the server
-    rolls back a transaction whose connection ends before COMMIT).
+    was refused or could not be opened, or it was lost at BEGIN, during a statement or at
+    ROLLBACK (the server rolls back a transaction whose connection ends before COMMIT).
 
     A connection lost during COMMIT itself is not one of these: the server may have committed
     before the answer was lost, so the outcome is unknown, and sending the request again could
@@ -70,10 +99,17 @@ def unreachable(error: BaseException) -> bool:
     if not isinstance(error, DBAPIError):
         return False
     if error.connection_invalidated:
-        return error.statement is not None
+        return not getattr(error, AT_COMMIT, False)
     cause = error.orig.__cause__ if error.orig is not None else None
     sqlstate = str(getattr(cause, "sqlstate", "") or "")
     return sqlstate.startswith(_UNREACHABLE_SQLSTATES)
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether the database connection failed: refused, or lost at any point, COMMIT
+    included. An outage of the database, not a fault of the code; work that is idempotent
+    may simply run again."""
+    return unreachable(error) or (isinstance(error, DBAPIError) and error.connection_invalidated)
 
 
 def is_sqlite(url: str) -> bool:
@@ -103,7 +139,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
         kwargs.setdefault("pool_pre_ping", True)
-        return create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, **kwargs)
+        _mark_failures_at_commit(engine)
+        return engine
     parsed = make_url(url)
     database = parsed.database
     if database and database != ":memory:":

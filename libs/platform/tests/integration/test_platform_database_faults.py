@@ -41,7 +41,7 @@ async def _raised(work: Awaitable[object]) -> BaseException:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_lost_during_a_statement_is_unreachable_lost_at_commit_is_not(
+async def test_lost_during_a_statement_or_at_rollback_is_unreachable_at_commit_is_not(
     engine: AsyncEngine, database_url: str
 ) -> None:
     async def update_while_locked() -> None:
@@ -73,6 +73,17 @@ async def test_lost_during_a_statement_is_unreachable_lost_at_commit_is_not(
     at_commit = await _raised(end_before_commit())
     assert isinstance(at_commit, DBAPIError) and at_commit.connection_invalidated
     assert not unreachable(at_commit)  # for all the service knows, the COMMIT took effect
+
+    async def end_before_rollback() -> None:
+        async with engine.connect() as connection:
+            transaction = await connection.begin()
+            await connection.execute(sa.text("UPDATE stock SET units = units - 1"))
+            assert await end_connections(database_url) >= 1
+            await transaction.rollback()
+
+    at_rollback = await _raised(end_before_rollback())
+    assert isinstance(at_rollback, DBAPIError) and at_rollback.statement is None
+    assert unreachable(at_rollback)  # nothing can have been committed
 
     async def duplicate() -> None:
         async with engine.begin() as connection:

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from loguru import logger
 from tienda_platform.aio import wait_for_event
-from tienda_platform.database import unreachable
+from tienda_platform.database import connection_lost
 
 from order_service.domain.model import Order
 from order_service.domain.saga import Saga
@@ -111,7 +111,7 @@ class SagaWorker:
             await self._runner.drive(order_id, loaded)
         except Exception as error:
             # the claim runs out and the saga is taken up again; nothing is lost
-            if unreachable(error):  # an outage of the database, not a fault of the code
+            if connection_lost(error):  # an outage of the database; every step is idempotent
                 logger.warning(
                     "saga worker cannot reach the database: {error}",
                     error=repr(error)[:200],
