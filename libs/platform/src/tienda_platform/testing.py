@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tienda_platform.auth import ALGORITHM, JwksKeySource, TokenVerifier
 
@@ -31,18 +31,23 @@ def postgres_server_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 
 
-async def create_postgres_database(server_url: str) -> str:
+async def _connect(url: URL, database: str) -> Any:
+    """An asyncpg connection to `database` on the server of url."""
     import asyncpg
 
-    url = make_url(server_url)
-    name = f"tienda_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(
+    return await asyncpg.connect(
         host=url.host,
         port=url.port or 5432,
         user=url.username,
         password=url.password,
-        database=url.database or "postgres",
+        database=database,
     )
+
+
+async def create_postgres_database(server_url: str) -> str:
+    url = make_url(server_url)
+    name = f"tienda_test_{uuid.uuid4().hex[:12]}"
+    conn = await _connect(url, url.database or "postgres")
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -51,16 +56,8 @@ async def create_postgres_database(server_url: str) -> str:
 
 
 async def drop_postgres_database(database_url: str) -> None:
-    import asyncpg
-
     url = make_url(database_url)
-    conn = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database="postgres",
-    )
+    conn = await _connect(url, "postgres")
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
     finally:
@@ -71,16 +68,8 @@ async def end_connections(database_url: str, *, waiting_on_a_lock: bool = False)
     """End, as the server would in a restart or a failover, every connection to the
     PostgreSQL database of database_url (only those waiting on a lock, with waiting_on_a_lock);
     how many it ended."""
-    import asyncpg
-
     url = make_url(database_url)
-    conn = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database="postgres",
-    )
+    conn = await _connect(url, "postgres")
     try:
         ended = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
