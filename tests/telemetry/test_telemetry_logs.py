@@ -53,10 +53,11 @@ def test_logs_are_ecs_json_with_trace_ids_and_no_secrets(stack: Stack) -> None:
 
 def test_the_grpc_services_run_on_uvloop(stack: Stack) -> None:
     """The services' event loop is uvloop's (tienda_platform.runtime.run), as the gateway's."""
+    grpc_services = ("auth_service", "product_service", "order_service")
     loops = {}
-    for service in ("auth_service", "product_service", "order_service"):
+    for service in grpc_services:
         for raw in stack.log_path(service).read_text().splitlines():
             doc = json.loads(raw)
             if str(doc["message"]).startswith("serving "):
                 loops[service] = doc.get("labels.event_loop")
-    assert loops == dict.fromkeys(("auth_service", "product_service", "order_service"), "uvloop")
+    assert loops == dict.fromkeys(grpc_services, "uvloop")

@@ -67,8 +67,8 @@ class CircuitOpen(grpc.aio.AioRpcError):
 
 class CircuitBreaker:
     """The breaker of one upstream. Call `admit()` before each call (it raises CircuitOpen
-    when the call must not be made), then `record(code)` with its outcome, or `abandon()`
-    if it ended without one."""
+    when the call must not be made), then `record(code, trial=...)` with its outcome
+    (CANCELLED when it ended without one)."""
 
     def __init__(
         self,
@@ -126,11 +126,6 @@ class CircuitBreaker:
         elif trial:
             self._open()
         # otherwise a call made before the breaker opened, failing late: it is open already
-
-    def abandon(self, *, trial: bool) -> None:
-        """An admitted call ended with no outcome (the request was cancelled)."""
-        if trial:
-            self._trial = False
 
     def _open(self) -> None:
         self.state = State.OPEN

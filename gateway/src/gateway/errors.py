@@ -20,6 +20,8 @@ from loguru import logger
 from starlette.responses import Response
 from tienda_platform.ids import new_id
 
+from gateway.breaker import CircuitOpen
+
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -147,8 +149,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError, *, rpc: str) -> ApiError:
         message = _GENERIC_MESSAGE.get(code, code.name.lower())
     details = decode_details(raw_status) if isinstance(raw_status, bytes) else []
     # an open circuit breaker knows when the upstream will be tried again
-    retry_after = getattr(error, "retry_after_header", None)
-    headers = {"Retry-After": retry_after} if isinstance(retry_after, str) else None
+    headers = {"Retry-After": error.retry_after_header} if isinstance(error, CircuitOpen) else None
     return ApiError(code, message, details=details, headers=headers)
 
 

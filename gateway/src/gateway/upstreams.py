@@ -74,8 +74,8 @@ class Upstreams:
         *,
         targets: Mapping[str, str],
         timeout: float,
-        breaker_failures: int = 5,
-        breaker_reset_seconds: float = 5.0,
+        breaker_failures: int,
+        breaker_reset_seconds: float,
     ) -> None:
         self._targets = dict(targets)
         self._timeout = timeout

@@ -65,8 +65,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     gateway's uvicorn does; asyncio's own loop where uvloop does not exist (Windows).
 
     A service's CPU goes largely to the event loop's own work: every gRPC call, Redis reply
-    and database round trip is a few callbacks and task steps. uvloop does that work in C,
-    and takes about a quarter less CPU per gRPC call than asyncio's loop."""
+    and database round trip is a few callbacks and task steps, which uvloop does in C."""
     if sys.platform != "win32":
         import uvloop
 

@@ -56,8 +56,7 @@ async def create_order(
         items=command.items, payment_token=command.payment_token, request_id=command.request_id
     )
     if command.request_id:
-        async with uow:
-            earlier = await _placed_earlier(uow, command, principal)
+        earlier = await _placed_earlier(uow, command, principal)
         if earlier is not None:
             return earlier
     try:
@@ -71,8 +70,7 @@ async def create_order(
         )
     except RequestAlreadyPlaced:
         # the same request, placed meanwhile by another transaction that committed first
-        async with uow:
-            earlier = await _placed_earlier(uow, command, principal)
+        earlier = await _placed_earlier(uow, command, principal)
         if earlier is None:  # pragma: no cover - the conflict means the row exists
             raise
         return earlier
@@ -81,12 +79,14 @@ async def create_order(
 async def _placed_earlier(
     uow: AbstractUnitOfWork, command: CreateOrder, principal: Principal
 ) -> Order | None:
-    placed = await uow.orders.placed_by_request(principal.user_id, command.request_id)
-    if placed is None:
-        return None
-    if placed.fingerprint != command.fingerprint():
-        raise RequestIdReused(command.request_id)
-    order = await uow.orders.get(placed.order_id)
+    """The order this request placed before, in a transaction of its own; None if none."""
+    async with uow:
+        placed = await uow.orders.placed_by_request(principal.user_id, command.request_id)
+        if placed is None:
+            return None
+        if placed.fingerprint != command.fingerprint():
+            raise RequestIdReused(command.request_id)
+        order = await uow.orders.get(placed.order_id)
     if order is None:  # pragma: no cover - kept with the order, by a foreign key
         raise OrderNotFound(placed.order_id)
     set_span_attributes(order_id=order.id)
