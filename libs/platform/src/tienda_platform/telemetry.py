@@ -1,8 +1,10 @@
 """OpenTelemetry tracing, configured only by the standard OTEL_* variables.
 
-Spans are always created when the SDK is on (so logs carry trace.id and span.id); they are
-exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT (or its traces variant) is set.
-OTEL_SDK_DISABLED=true turns tracing off entirely.
+Spans are recorded and exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or its traces
+variant) is set. Without an endpoint nothing would receive them, so none is recorded: every
+span still gets its ids and is propagated (so log lines carry trace.id and span.id, the same
+across services), but as a non-recording span, marked not sampled, which costs next to
+nothing. OTEL_SDK_DISABLED=true turns tracing off entirely.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
     DEFAULT_ON,
@@ -68,27 +70,40 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
             "deployment.environment": environment,
         }
     )
-    provider = TracerProvider(resource=resource, sampler=configured_sampler())
+    # nothing is recorded until something receives the spans (record_spans)
+    provider = TracerProvider(resource=resource, sampler=configured_sampler(recording=False))
+    trace.set_tracer_provider(provider)
     if exporting():
         from tienda_platform.otlp import FastOTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(FastOTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+        record_spans(BatchSpanProcessor(FastOTLPSpanExporter()))
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     RedisInstrumentor().instrument()
 
 
-def configured_sampler() -> Sampler:
+def record_spans(processor: SpanProcessor) -> None:
+    """Send the spans of this process to processor, and start recording them (configure_tracing
+    does so for the OTLP exporter; tests, for a processor of their own)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        raise RuntimeError("record_spans needs configure_tracing first")
+    provider.add_span_processor(processor)
+    if isinstance(provider.sampler, QuietSampler):
+        provider.sampler.recording = True
+
+
+def configured_sampler(*, recording: bool = True) -> QuietSampler:
     """OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose which traces are kept, as usual
     (every trace by default; `parentbased_traceidratio` with 0.1 keeps one in ten, whole);
     background noise is left out whichever they choose (see QuietSampler)."""
-    return QuietSampler(_get_from_env_or_default())
+    return QuietSampler(_get_from_env_or_default(), recording=recording)
 
 
 class QuietSampler(Sampler):
     """The sampler the standard variables choose (by default every trace, whole), except for
-    two kinds of span that are noise, each dropped with what runs under it.
+    two kinds of span that are noise, each dropped with what runs under it; and nothing at all
+    until `recording` is set (record_spans), that is while nothing would receive the spans.
 
     - A client call outside any trace: the background jobs' polling (consumers' XREADGROUP
       and XAUTOCLAIM every 100 ms, the outbox relay's and the saga worker's look for work).
@@ -100,8 +115,9 @@ class QuietSampler(Sampler):
       request that caused the event, and the batch's span would only open a trace of noise.
     """
 
-    def __init__(self, inner: Sampler = DEFAULT_ON) -> None:
+    def __init__(self, inner: Sampler = DEFAULT_ON, *, recording: bool = True) -> None:
         self._inner = inner
+        self.recording = recording
 
     def should_sample(
         self,
@@ -113,6 +129,8 @@ class QuietSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
+        if not self.recording:
+            return _NOT_RECORDED
         if kind is SpanKind.CLIENT or kind is SpanKind.CONSUMER:
             outside_any_trace = (
                 not trace.get_current_span(parent_context).get_span_context().is_valid
@@ -127,6 +145,9 @@ class QuietSampler(Sampler):
 
     def get_description(self) -> str:
         return f"QuietSampler{{{self._inner.get_description()}}}"
+
+
+_NOT_RECORDED = SamplingResult(Decision.DROP)
 
 
 def instrument_engine(engine: Any) -> None:

@@ -70,7 +70,6 @@ async def test_a_query_reads_the_last_commit_while_a_writer_holds_the_lock(
 async def test_with_tracing_on_every_engine_is_traced_and_pool_checkouts_are_not(
     engine: AsyncEngine,
 ) -> None:
-    from opentelemetry import trace
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from sqlalchemy.engine import Engine
@@ -78,7 +77,7 @@ async def test_with_tracing_on_every_engine_is_traced_and_pool_checkouts_are_not
 
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
     collected = InMemorySpanExporter()
-    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(collected))  # type: ignore[attr-defined]
+    telemetry.record_spans(SimpleSpanProcessor(collected))
     # any number of engines, each with its spans; no wrapper around Engine.connect, which
     # made a span (dropped by the sampler, yet made) at every checkout from the pool
     other = create_engine("sqlite+aiosqlite://")

@@ -14,6 +14,8 @@ from auth.v1 import auth_pb2, auth_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 from prometheus_client import REGISTRY
 from tienda_platform.auth import current_principal
 from tienda_platform.errors import InvalidArgument, NotFound
@@ -26,10 +28,15 @@ pytestmark = pytest.mark.integration
 SERVICE = "auth.v1.AuthService"
 
 
+# the trace context each GetJwks ran in
+SEEN_CONTEXTS: list[SpanContext] = []
+
+
 class Servicer(auth_pb2_grpc.AuthServiceServicer):
     """GetJwks is public; GetUser needs a token and fails in the ways the test asks for."""
 
     async def GetJwks(self, request, context):  # type: ignore[no-untyped-def]
+        SEEN_CONTEXTS.append(trace.get_current_span().get_span_context())
         return auth_pb2.Jwks()
 
     async def GetUser(self, request, context):  # type: ignore[no-untyped-def]
@@ -198,7 +205,6 @@ def handled(method: str, code: str) -> float:
 async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
     token_mint: TokenMint,
 ) -> None:
-    from opentelemetry import trace
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
     from tienda_platform import telemetry
@@ -213,7 +219,7 @@ async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
 
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
     collected = Collected()
-    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(collected))  # type: ignore[attr-defined]
+    telemetry.record_spans(SimpleSpanProcessor(collected))
     server = new_server(token_mint)
     await server.start()
     try:
@@ -231,6 +237,38 @@ async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
     names = [s.name for s in collected.spans]
     assert f"/{SERVICE}/GetJwks" in names
     assert not [n for n in names if "grpc.health" in n]
+
+
+async def test_without_a_receiver_a_call_still_carries_its_trace_to_the_server(
+    token_mint: TokenMint,
+) -> None:
+    """No span is recorded while nothing receives them, yet the server handles the call in
+    the caller's trace (so both services' log lines carry the same trace.id)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from tienda_platform import grpc_client, telemetry
+
+    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    assert isinstance(provider.sampler, telemetry.QuietSampler)
+    recording = provider.sampler.recording
+    provider.sampler.recording = False  # as configure_tracing leaves it without an exporter
+    server = new_server(token_mint)
+    await server.start()
+    try:
+        SEEN_CONTEXTS.clear()
+        async with grpc_client.create_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            with telemetry.tracer.start_as_current_span("request") as request:
+                await auth_pb2_grpc.AuthServiceStub(channel).GetJwks(auth_pb2.GetJwksRequest())
+    finally:
+        provider.sampler.recording = recording
+        await server.stop()
+    caller = request.get_span_context()
+    (seen,) = SEEN_CONTEXTS
+    assert not request.is_recording()
+    assert seen.trace_id == caller.trace_id
+    assert seen.span_id not in (0, caller.span_id)  # the server's own span, in that trace
+    assert not seen.trace_flags.sampled
 
 
 async def test_a_service_sets_its_start_up_heap_aside_before_it_reports_serving(

@@ -6,6 +6,7 @@ import random
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -121,3 +122,33 @@ def test_the_standard_variables_choose_the_share_of_traces_kept(
         r.context.span_id for r in requests
     }
     assert len(spans) == 2 * len(requests)
+
+
+def test_until_something_receives_spans_none_is_recorded_yet_each_has_its_ids() -> None:
+    """Without an exporter (record_spans not called) spans cost next to nothing, and log
+    lines still carry trace.id and span.id, the same down the call chain."""
+    exporter = InMemorySpanExporter()
+    sampler = QuietSampler(recording=False)
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    with tracer.start_as_current_span("POST /v1/orders", kind=SpanKind.SERVER) as request:
+        carrier: dict[str, str] = {}
+        inject(carrier)
+        with tracer.start_as_current_span("INSERT order.db", kind=SpanKind.CLIENT) as statement:
+            pass
+    outer, inner = request.get_span_context(), statement.get_span_context()
+    assert not request.is_recording() and not statement.is_recording()
+    assert outer.is_valid and inner.is_valid
+    assert inner.trace_id == outer.trace_id and inner.span_id != outer.span_id
+    # propagated as not sampled, so the next service does not record it either
+    _, trace_id, parent_id, flags = carrier["traceparent"].split("-")
+    assert (trace_id, parent_id) == (f"{outer.trace_id:032x}", f"{outer.span_id:016x}")
+    assert int(flags, 16) & 0x01 == 0
+    assert exporter.get_finished_spans() == ()
+
+    sampler.recording = True  # what record_spans does
+    with tracer.start_as_current_span("POST /v1/orders", kind=SpanKind.SERVER):
+        pass
+    assert [s.name for s in exporter.get_finished_spans()] == ["POST /v1/orders"]
