@@ -175,13 +175,36 @@ async def _all_sent(engine: AsyncEngine) -> bool:
 async def test_without_an_smtp_host_events_are_consumed_and_no_email_is_queued(
     database_url: str, redis_url: str, token_mint: TokenMint
 ) -> None:
+    """Acknowledged as ignored: no email, and no transaction (no processed-event record)."""
     settings = notification_settings(database_url=database_url, redis_url=redis_url)
     assert settings.smtp_host == ""
+
+    def ignored() -> float:
+        labels = {
+            "stream": AUTH_EVENTS,
+            "group": "notifications",
+            "event_type": "user.registered",
+            "result": "ignored",
+        }
+        return REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0.0
+
+    before = ignored()
     async with run_service(settings, mint=token_mint) as service:
         envelope = await register(service, "cid@example.com")
+        await eventually(lambda: ignored() == before + 1)
+        # the other groups handle it as usual (in their own transactions)
         await eventually(
-            lambda: _superset(groups_that_handled(service.engine, envelope.id), {"notifications"})
+            lambda: _superset(
+                groups_that_handled(service.engine, envelope.id), {"registration_counter"}
+            )
         )
+        client = redis.Redis.from_url(redis_url)
+        try:
+            pending = await client.xpending(AUTH_EVENTS, "notifications")
+        finally:
+            await client.aclose()
+        assert pending["pending"] == 0
+        assert "notifications" not in await groups_that_handled(service.engine, envelope.id)
         assert await scalar(service.engine, "SELECT count(*) FROM outgoing_emails") == 0
 
 

@@ -69,6 +69,8 @@ BATCH_EVENTS = Histogram(
 )
 
 Handler = Callable[[AsyncSession, EventEnvelope, Message], Awaitable[None]]
+# Whether an event (its payload) concerns a handler; the others are ignored.
+Condition = Callable[[Message], bool]
 
 
 class ProcessedEvent(PlatformTable, table=True):
@@ -116,6 +118,8 @@ class EventConsumer:
     polling_ms: int = 100
     batch_size: int = 50
     handlers: dict[str, dict[str, Handler]] = field(default_factory=dict)
+    # (stream, event type) -> the events of that type the handler is for (default: all)
+    conditions: dict[tuple[str, str], Condition] = field(default_factory=dict)
     after_commit: Callable[[], None] | None = None
     # Called on the handler's session before it commits: whether after_commit should run
     # (e.g. outbox.take_recorded: only when the handler recorded events). None: always.
@@ -126,12 +130,21 @@ class EventConsumer:
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
 
-    def on(self, stream: str, event_type: str, handler: Handler) -> None:
-        """Handle event_type from stream with handler(session, envelope, payload)."""
+    def on(
+        self, stream: str, event_type: str, handler: Handler, *, when: Condition | None = None
+    ) -> None:
+        """Handle event_type from stream with handler(session, envelope, payload); with
+        `when`, only the events whose payload it accepts. The others, like event types with
+        no handler, are acknowledged as ignored, with no transaction and no processed-event
+        record: there is nothing to do, so nothing to do twice."""
         if stream not in self.handlers:
             self.handlers[stream] = {}
             self._subscribe(stream)
         self.handlers[stream][event_type] = handler
+        if when is None:
+            self.conditions.pop((stream, event_type), None)
+        else:
+            self.conditions[(stream, event_type)] = when
 
     def _subscribe(self, stream: str) -> None:
         async def handle(message: RedisBatchStreamMessage) -> None:
@@ -235,16 +248,19 @@ class EventConsumer:
 
     async def _decode(self, stream: str, entry: Entry) -> _Decoded | None:
         """The event and its handler; None when there is nothing to run (no handler for its
-        type, or undecodable: then it is dead-lettered)."""
+        type, or not one its handler is for; or undecodable: then it is dead-lettered)."""
         try:
             if not entry.body:  # a serialized envelope is never empty: it has an id
                 raise DecodeError("the entry carries no event")
             envelope = EventEnvelope.FromString(entry.body)
             handler = self.handlers[stream].get(envelope.type)
-            if handler is None:
-                EVENTS_CONSUMED.labels(stream, self.group, envelope.type, "ignored").inc()
-                return None
-            return _Decoded(entry, envelope, payload_of(envelope), handler)
+            if handler is not None:
+                payload = payload_of(envelope)
+                condition = self.conditions.get((stream, envelope.type))
+                if condition is None or condition(payload):
+                    return _Decoded(entry, envelope, payload, handler)
+            EVENTS_CONSUMED.labels(stream, self.group, envelope.type, "ignored").inc()
+            return None
         except (DecodeError, UnknownEvent) as error:
             await self.dead_letter(stream, entry.id, entry.body, f"undecodable: {error}")
             return None

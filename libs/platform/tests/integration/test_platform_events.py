@@ -690,3 +690,42 @@ async def test_a_second_relay_waits_while_one_publishes_so_events_leave_in_order
         await other_engine.dispose()
         await engine.dispose()
         await client.aclose()
+
+
+async def _processed_ids(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT event_id FROM processed_events"))
+        return {r[0] for r in rows}
+
+
+async def test_events_a_handler_is_not_for_are_acknowledged_without_a_transaction(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    """`on(..., when=...)`: the events its condition refuses are ignored (XACKed, counted as
+    ignored), with no handler call and no processed-event record; the others as usual."""
+    publisher = RedisBroker(redis_url)
+    envelopes = await write_events(engine, ["keep-1", "skip-1", "keep-2", "skip-2"])
+    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 4
+    ignored, handled = _consumed("ignored"), _consumed("handled")
+    reader = EventConsumer(
+        broker=RedisBroker(redis_url), engine=engine, group="tests", consumer="r1"
+    )
+    reader.on(
+        AUTH_EVENTS,
+        "user.registered",
+        remember,
+        when=lambda payload: payload.user_id.startswith("keep"),  # type: ignore[attr-defined]
+    )
+    await started(reader)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await wait_for(lambda: _pending_and_delivered(client, 4))
+        assert sorted(u for _, u in await effects(engine)) == ["keep-1", "keep-2"]
+        kept = {e.id for e in envelopes if e.subject.startswith("users/keep")}
+        assert await _processed_ids(engine) == kept
+        assert _consumed("ignored") == ignored + 2
+        assert _consumed("handled") == handled + 2
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+        await client.aclose()

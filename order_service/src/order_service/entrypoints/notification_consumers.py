@@ -86,9 +86,11 @@ async def _order_ended(session: AsyncSession, envelope: EventEnvelope, payload: 
     )
 
 
-async def _ignore(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
-    """Emails are off (no SMTP_HOST): the event is consumed, so turning them on later does not
-    send a backlog of stale emails."""
+def _emails_off(_payload: Message) -> bool:
+    """No email is queued while emails are off (no SMTP_HOST); the group still reads and
+    acknowledges the events, so turning emails on later does not send a backlog of stale
+    ones."""
+    return False
 
 
 async def _registered(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
@@ -101,8 +103,7 @@ async def _registered(session: AsyncSession, envelope: EventEnvelope, payload: M
     event.listen(session.sync_session, "after_commit", counted, once=True)
 
 
-def _handlers(*, emails_enabled: bool) -> Mapping[str, Mapping[str, Handler]]:
-    terminal = _order_ended if emails_enabled else _ignore
+def _handlers() -> Mapping[str, Mapping[str, Handler]]:
     return {
         WEBHOOKS_GROUP: {
             "order.created": _order_event,
@@ -111,10 +112,10 @@ def _handlers(*, emails_enabled: bool) -> Mapping[str, Mapping[str, Handler]]:
             "order.rejected": _order_event,
         },
         NOTIFICATIONS_GROUP: {
-            "user.registered": _welcome if emails_enabled else _ignore,
-            "order.confirmed": terminal,
-            "order.cancelled": terminal,
-            "order.rejected": terminal,
+            "user.registered": _welcome,
+            "order.confirmed": _order_ended,
+            "order.cancelled": _order_ended,
+            "order.rejected": _order_ended,
         },
         REGISTRATION_COUNTER_GROUP: {"user.registered": _registered},
     }
@@ -131,7 +132,8 @@ def build_notification_consumer(
     claim_idle_ms: int = 10_000,
 ) -> EventConsumer:
     """The consumer of one notification group, reading what the topology says it reads."""
-    handlers = _handlers(emails_enabled=emails_enabled)[group]
+    handlers = _handlers()[group]
+    when = None if emails_enabled or group != NOTIFICATIONS_GROUP else _emails_off
     event_consumer = EventConsumer(
         broker=broker,
         engine=engine,
@@ -142,5 +144,5 @@ def build_notification_consumer(
     )
     for subscription in subscriptions_of(group):
         for event_type in subscription.event_types:
-            event_consumer.on(subscription.stream, event_type, handlers[event_type])
+            event_consumer.on(subscription.stream, event_type, handlers[event_type], when=when)
     return event_consumer

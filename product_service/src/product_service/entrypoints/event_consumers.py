@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from loguru import logger
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import subscriptions_of
-from tienda_platform.consumers import EventConsumer, Handler
+from tienda_platform.consumers import Condition, EventConsumer, Handler
 from tienda_platform.errors import InvalidArgument
 from tienda_platform.events import EventEnvelope
 from tienda_platform.telemetry import set_span_attributes
@@ -45,11 +45,8 @@ class StockEventHandlers:
     async def order_created(
         self, session: AsyncSession, envelope: EventEnvelope, payload: Message
     ) -> None:
-        """Reserve the order's lines, for choreographed orders only (orchestrated ones reserve
-        by RPC from their saga)."""
+        """Reserve the lines of a choreographed order (see `choreographed`)."""
         assert isinstance(payload, events_pb2.OrderCreated)
-        if payload.saga_mode != CHOREOGRAPHY:
-            return
         _span_order(payload.order_id)
         deps = self._in(session)
         try:
@@ -69,11 +66,9 @@ class StockEventHandlers:
     async def order_confirmed(
         self, session: AsyncSession, envelope: EventEnvelope, payload: Message
     ) -> None:
-        """Make the reservation of a choreographed order final (an orchestrated order's saga
-        committed it by RPC before confirming the order)."""
+        """Make the reservation of an order that is not orchestrated final (see
+        `not_orchestrated`)."""
         assert isinstance(payload, events_pb2.OrderStatusChanged)
-        if payload.saga_mode == ORCHESTRATION:
-            return
         _span_order(payload.order_id)
         try:
             await reservations.commit_reservation(deps=self._in(session), order_id=payload.order_id)
@@ -116,6 +111,27 @@ class StockEventHandlers:
         }
 
 
+def choreographed(payload: Message) -> bool:
+    """order.created concerns this group for choreographed orders only: an orchestrated
+    order's saga reserves by RPC."""
+    assert isinstance(payload, events_pb2.OrderCreated)
+    return payload.saga_mode == CHOREOGRAPHY
+
+
+def not_orchestrated(payload: Message) -> bool:
+    """order.confirmed concerns this group unless the order is orchestrated (its saga
+    committed the reservation by RPC before confirming it); an event recorded before events
+    carried a saga mode counts as choreographed."""
+    assert isinstance(payload, events_pb2.OrderStatusChanged)
+    return payload.saga_mode != ORCHESTRATION
+
+
+CONDITIONS: dict[str, Condition] = {
+    "order.created": choreographed,
+    "order.confirmed": not_orchestrated,
+}
+
+
 def _span_order(order_id: str) -> None:
     set_span_attributes(order_id=order_id[:ID_MAX_LENGTH])
 
@@ -125,4 +141,9 @@ def subscribe(consumer: EventConsumer, deps: Dependencies) -> None:
     handlers = StockEventHandlers(deps).by_event_type()
     for subscription in subscriptions_of(GROUP):
         for event_type in subscription.event_types:
-            consumer.on(subscription.stream, event_type, handlers[event_type])
+            consumer.on(
+                subscription.stream,
+                event_type,
+                handlers[event_type],
+                when=CONDITIONS.get(event_type),
+            )
