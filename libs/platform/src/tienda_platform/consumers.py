@@ -69,7 +69,8 @@ BATCH_EVENTS = Histogram(
 )
 
 Handler = Callable[[AsyncSession, EventEnvelope, Message], Awaitable[None]]
-# Whether an event (its payload) concerns a handler; the others are ignored.
+# Whether an event (its payload) concerns a handler; the others are ignored. A pure function
+# of the payload: one that raises dead-letters the event, as a poison event would.
 Condition = Callable[[Message], bool]
 
 
@@ -263,6 +264,10 @@ class EventConsumer:
             return None
         except (DecodeError, UnknownEvent) as error:
             await self.dead_letter(stream, entry.id, entry.body, f"undecodable: {error}")
+            return None
+        except Exception as error:  # a condition is a function of the payload: a bug
+            reason = f"its condition failed: {type(error).__name__}: {error}"
+            await self.dead_letter(stream, entry.id, entry.body, reason)
             return None
 
     async def _run_together(self, stream: str, batch: list[_Decoded]) -> bool:

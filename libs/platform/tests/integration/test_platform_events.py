@@ -729,3 +729,32 @@ async def test_events_a_handler_is_not_for_are_acknowledged_without_a_transactio
         await reader.broker.stop()
         await publisher.stop()
         await client.aclose()
+
+
+async def test_an_event_whose_condition_fails_is_dead_lettered_not_retried_for_ever(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    from tienda_platform.dead_letters import DeadLetters
+
+    def broken(payload: Message) -> bool:
+        raise KeyError("bug in the condition")
+
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, ["u1"])
+    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 1
+    reader = EventConsumer(
+        broker=RedisBroker(redis_url), engine=engine, group="tests", consumer="r1"
+    )
+    reader.on(AUTH_EVENTS, "user.registered", remember, when=broken)
+    await started(reader)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await wait_for(lambda: _pending_and_delivered(client, 1))
+        (letter,) = await DeadLetters(client, publisher).list(AUTH_EVENTS)
+        assert "its condition failed: KeyError" in letter.error
+        assert await effects(engine) == []
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+        await client.aclose()

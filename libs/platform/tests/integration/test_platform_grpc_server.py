@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -239,36 +241,82 @@ async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
     assert not [n for n in names if "grpc.health" in n]
 
 
-async def test_without_a_receiver_a_call_still_carries_its_trace_to_the_server(
-    token_mint: TokenMint,
-) -> None:
-    """No span is recorded while nothing receives them, yet the server handles the call in
-    the caller's trace (so both services' log lines carry the same trace.id)."""
+@contextlib.contextmanager
+def tracing_without_a_receiver() -> Iterator[None]:
+    """The process's tracing as configure_tracing leaves it when no exporter is set: spans get
+    ids and are propagated, none is recorded."""
     from opentelemetry.sdk.trace import TracerProvider
-    from tienda_platform import grpc_client, telemetry
+    from tienda_platform import telemetry
 
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     assert isinstance(provider.sampler, telemetry.QuietSampler)
     recording = provider.sampler.recording
-    provider.sampler.recording = False  # as configure_tracing leaves it without an exporter
-    server = new_server(token_mint)
-    await server.start()
+    provider.sampler.recording = False
     try:
-        SEEN_CONTEXTS.clear()
-        async with grpc_client.create_channel(f"127.0.0.1:{server.bound_port}") as channel:
-            with telemetry.tracer.start_as_current_span("request") as request:
-                await auth_pb2_grpc.AuthServiceStub(channel).GetJwks(auth_pb2.GetJwksRequest())
+        yield
     finally:
         provider.sampler.recording = recording
-        await server.stop()
+
+
+async def test_without_a_receiver_a_call_still_carries_its_trace_to_the_server(
+    token_mint: TokenMint,
+) -> None:
+    """No span is recorded while nothing receives them, yet the server handles the call in
+    the caller's trace (so both services' log lines carry the same trace.id)."""
+    from tienda_platform import grpc_client, telemetry
+
+    with tracing_without_a_receiver():
+        server = new_server(token_mint)
+        await server.start()
+        try:
+            SEEN_CONTEXTS.clear()
+            async with grpc_client.create_channel(f"127.0.0.1:{server.bound_port}") as channel:
+                with telemetry.tracer.start_as_current_span("request") as request:
+                    await auth_pb2_grpc.AuthServiceStub(channel).GetJwks(auth_pb2.GetJwksRequest())
+        finally:
+            await server.stop()
     caller = request.get_span_context()
     (seen,) = SEEN_CONTEXTS
     assert not request.is_recording()
     assert seen.trace_id == caller.trace_id
     assert seen.span_id not in (0, caller.span_id)  # the server's own span, in that trace
     assert not seen.trace_flags.sampled
+
+
+async def test_an_error_logged_while_handling_a_call_carries_the_callers_trace_id(
+    token_mint: TokenMint,
+) -> None:
+    from loguru import logger
+    from tienda_platform import grpc_client, telemetry
+    from tienda_platform.logging import ecs_document
+
+    logged: list[dict[str, Any]] = []
+    sink = logger.add(lambda message: logged.append(ecs_document(message.record)), level="ERROR")
+    try:
+        with tracing_without_a_receiver():
+            server = new_server(token_mint)
+            await server.start()
+            try:
+                target = f"127.0.0.1:{server.bound_port}"
+                async with grpc_client.create_channel(target) as channel:
+                    with (
+                        telemetry.tracer.start_as_current_span("request") as request,
+                        pytest.raises(grpc.aio.AioRpcError) as caught,
+                    ):
+                        await auth_pb2_grpc.AuthServiceStub(channel).GetUser(
+                            auth_pb2.GetUserRequest(id="boom"),
+                            metadata=(("authorization", f"Bearer {token_mint.token('u')}"),),
+                        )
+            finally:
+                await server.stop()
+    finally:
+        logger.remove(sink)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    (line,) = [doc for doc in logged if doc["message"].startswith("unhandled error in")]
+    assert line["trace.id"] == f"{request.get_span_context().trace_id:032x}"
+    assert line["error.type"] == "RuntimeError"
 
 
 async def test_a_service_sets_its_start_up_heap_aside_before_it_reports_serving(
