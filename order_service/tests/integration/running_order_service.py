@@ -76,13 +76,17 @@ class StandInProductService:
             await self.publish(
                 "stock.reserved",
                 payload.order_id,
-                events_pb2.StockReserved(order_id=payload.order_id),
+                events_pb2.StockReserved(order_id=payload.order_id, saga_mode="choreography"),
             )
         else:
             await self.publish(
                 "stock.rejected",
                 payload.order_id,
-                events_pb2.StockRejected(order_id=payload.order_id, reason=reservation.reason),
+                events_pb2.StockRejected(
+                    order_id=payload.order_id,
+                    reason=reservation.reason,
+                    saga_mode="choreography",
+                ),
             )
 
     async def _confirmed(

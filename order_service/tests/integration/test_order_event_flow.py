@@ -12,6 +12,9 @@ import sqlalchemy as sa
 from events.v1 import events_pb2
 from order.v1 import order_pb2
 from order_service.adapters.orm import PaymentChargeRow
+from prometheus_client import REGISTRY
+from tienda_contracts.topology import PRODUCT_EVENTS
+from tienda_platform.consumers import ProcessedEvent
 from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
 from tienda_platform.testing import TokenMint
@@ -167,6 +170,52 @@ async def test_duplicate_stock_events_have_no_second_effect(service: RunningOrde
         "order.confirmed",
     ]
     assert (await payment_rows(service)).count((f"{order.id}:charge", "charge")) == 1
+
+
+@pytest.mark.parametrize("saga_mode", ["orchestration"])
+async def test_stock_events_of_orchestrated_orders_are_acknowledged_without_a_transaction(
+    service: RunningOrderService,
+) -> None:
+    """product_service marks the stock events of an orchestrated order (its saga reserved by
+    RPC): the choreography's handlers ignore them without reading the order. An event from
+    before stock events carried the mode is handled (the handler finds nothing to do)."""
+    dave = new_id()
+    order = await service.place(dave, "tok_ok", [(TEA, 1)])
+    assert (await service.ended(order.id, dave)).status == CONFIRMED
+
+    def ignored() -> float:
+        labels = {
+            "stream": PRODUCT_EVENTS,
+            "group": "order_service",
+            "event_type": "stock.reserved",
+            "result": "ignored",
+        }
+        return REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0.0
+
+    async def processed(event_id: str) -> bool:
+        async with session_factory(service.engine)() as session:
+            row = await session.get(ProcessedEvent, ("order_service", event_id))
+            return row is not None
+
+    before = ignored()
+    subject = f"orders/{order.id}"
+    marked = await service.publish(
+        "stock.reserved",
+        subject,
+        events_pb2.StockReserved(order_id=order.id, saga_mode="orchestration"),
+    )
+    unmarked = await service.publish(
+        "stock.reserved", subject, events_pb2.StockReserved(order_id=order.id)
+    )
+    await wait_until(lambda: processed(unmarked.id), within=15)
+    assert ignored() == before + 1
+    assert not await processed(marked.id)
+    assert (await service.get(order.id, dave)).status == CONFIRMED
+    assert await service.outbox(order.id) == [
+        "order.created",
+        "payment.approved",
+        "order.confirmed",
+    ]
 
 
 @pytest.mark.parametrize("saga_mode", ["orchestration"])  # the snapshot is the same in both

@@ -132,7 +132,10 @@ async def test_a_choreographed_order_is_reserved_committed_then_cancelled(
     assert await stock_of(service, mug) == 5
 
     assert await stock_events(redis_url, order_id) == [
-        ("stock.reserved", events_pb2.StockReserved(order_id=order_id)),
+        (
+            "stock.reserved",
+            events_pb2.StockReserved(order_id=order_id, saga_mode="choreography"),
+        ),
         ("stock.committed", events_pb2.StockCommitted(order_id=order_id)),
         (
             "stock.released",
@@ -156,7 +159,9 @@ async def test_an_order_beyond_the_stock_is_rejected_with_the_reason(
     assert await stock_events(redis_url, order_id) == [
         (
             "stock.rejected",
-            events_pb2.StockRejected(order_id=order_id, reason="insufficient stock for TEE"),
+            events_pb2.StockRejected(
+                order_id=order_id, reason="insufficient stock for TEE", saga_mode="choreography"
+            ),
         )
     ]
 
@@ -171,7 +176,10 @@ async def test_a_declined_payment_gives_the_stock_back_with_its_reason(
     await deliver(service, redis_url, declined(order_id, "payment timed out"))
     assert await stock_of(service, mug) == 5
     assert await stock_events(redis_url, order_id) == [
-        ("stock.reserved", events_pb2.StockReserved(order_id=order_id)),
+        (
+            "stock.reserved",
+            events_pb2.StockReserved(order_id=order_id, saga_mode="choreography"),
+        ),
         (
             "stock.released",
             events_pb2.StockReleased(order_id=order_id, reason="payment timed out"),
@@ -287,6 +295,7 @@ async def test_an_order_with_malformed_lines_is_rejected_not_retried(
             events_pb2.StockRejected(
                 order_id=order_id,
                 reason="invalid order: items[0].quantity must be between 1 and 1000",
+                saga_mode="choreography",
             ),
         )
     ]

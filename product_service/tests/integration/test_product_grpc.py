@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from events.v1 import events_pb2
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +18,7 @@ from tienda_platform.ids import new_id
 from tienda_platform.testing import TokenMint
 
 from .factories import settings_for
+from .product_streams import outbox_events
 
 pytestmark = pytest.mark.integration
 
@@ -281,7 +283,7 @@ async def test_not_found_and_already_exists(
 
 
 async def test_reservation_rpcs_need_a_token_and_follow_the_state_machine(
-    stub: product_pb2_grpc.ProductServiceStub, admin: Metadata, service: Metadata
+    app: ProductApp, stub: product_pb2_grpc.ProductServiceStub, admin: Metadata, service: Metadata
 ) -> None:
     product = await stub.CreateProduct(
         product_pb2.CreateProductRequest(product=_product(stock=3)), metadata=admin
@@ -299,14 +301,32 @@ async def test_reservation_rpcs_need_a_token_and_follow_the_state_machine(
     assert (await stub.ReserveStock(reserve, metadata=service)) == reserved
     assert (await stub.GetProduct(product_pb2.GetProductRequest(id=product.id))).stock == 1
 
+    refused_order = new_id()
     too_many = await stub.ReserveStock(
         product_pb2.ReserveStockRequest(
-            order_id=new_id(), items=[product_pb2.StockItem(product_id=product.id, quantity=2)]
+            order_id=refused_order,
+            items=[product_pb2.StockItem(product_id=product.id, quantity=2)],
         ),
         metadata=service,
     )
     assert too_many.status == product_pb2.RESERVATION_STATUS_REJECTED
     assert too_many.reason == "insufficient stock for MUG-1"
+    # the events say the orders' sagas are orchestrated: order_service's choreography
+    # handlers acknowledge them without a transaction
+    assert app.engine is not None
+    decisions = {
+        (e.envelope.type, e.envelope.subject): e.payload
+        for e in await outbox_events(app.engine)
+        if e.envelope.type in ("stock.reserved", "stock.rejected")
+    }
+    assert decisions == {
+        ("stock.reserved", f"orders/{order_id}"): events_pb2.StockReserved(
+            order_id=order_id, saga_mode="orchestration"
+        ),
+        ("stock.rejected", f"orders/{refused_order}"): events_pb2.StockRejected(
+            order_id=refused_order, reason="insufficient stock for MUG-1", saga_mode="orchestration"
+        ),
+    }
 
     commit = product_pb2.CommitReservationRequest(order_id=order_id)
     assert (await stub.CommitReservation(commit, metadata=service)).status == (

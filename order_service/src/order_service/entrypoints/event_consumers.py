@@ -17,10 +17,10 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import subscriptions_of
-from tienda_platform.consumers import EventConsumer, Handler
+from tienda_platform.consumers import Condition, EventConsumer, Handler
 from tienda_platform.events import EventEnvelope
 
-from order_service.domain.model import OrderLine, OrderStatus
+from order_service.domain.model import OrderLine, OrderStatus, SagaMode
 from order_service.service_layer import choreography, customers, read_model
 from order_service.service_layer.unit_of_work import SessionUnitOfWork, gave_background_work
 
@@ -142,6 +142,20 @@ HANDLERS: Mapping[str, Mapping[str, Handler]] = {
 }
 
 
+def _not_orchestrated(payload: Message) -> bool:
+    """The choreography's stock events: an orchestrated order's saga learnt the outcome from
+    its own ReserveStock call (an event from before stock events carried the saga mode is
+    handled, and the handler looks at the order)."""
+    assert isinstance(payload, events_pb2.StockReserved | events_pb2.StockRejected)
+    return payload.saga_mode != SagaMode.ORCHESTRATION.value
+
+
+CONDITIONS: Mapping[tuple[str, str], Condition] = {
+    (SAGA_GROUP, "stock.reserved"): _not_orchestrated,
+    (SAGA_GROUP, "stock.rejected"): _not_orchestrated,
+}
+
+
 def build_consumer(
     group: str,
     *,
@@ -164,5 +178,10 @@ def build_consumer(
     )
     for subscription in subscriptions_of(group):
         for event_type in subscription.event_types:
-            event_consumer.on(subscription.stream, event_type, HANDLERS[group][event_type])
+            event_consumer.on(
+                subscription.stream,
+                event_type,
+                HANDLERS[group][event_type],
+                when=CONDITIONS.get((group, event_type)),
+            )
     return event_consumer

@@ -28,8 +28,6 @@ from product_service.service_layer.services import Dependencies
 from product_service.service_layer.unit_of_work import SessionUnitOfWork
 
 GROUP = "product_service"
-CHOREOGRAPHY = "choreography"
-ORCHESTRATION = "orchestration"
 ORDER_CANCELLED_REASON = "order cancelled"
 
 
@@ -54,6 +52,7 @@ class StockEventHandlers:
                 deps=deps,
                 order_id=payload.order_id,
                 items=[StockItem(line.product_id, line.quantity) for line in payload.lines],
+                saga_mode=reservations.CHOREOGRAPHY,
             )
         except InvalidArgument as error:
             # Retrying cannot fix the lines; a rejection ends the order's saga instead.
@@ -61,6 +60,7 @@ class StockEventHandlers:
                 deps=deps,
                 order_id=payload.order_id,
                 reason=reservations.rejection_reason(error),
+                saga_mode=reservations.CHOREOGRAPHY,
             )
 
     async def order_confirmed(
@@ -115,7 +115,7 @@ def choreographed(payload: Message) -> bool:
     """order.created concerns this group for choreographed orders only: an orchestrated
     order's saga reserves by RPC."""
     assert isinstance(payload, events_pb2.OrderCreated)
-    return payload.saga_mode == CHOREOGRAPHY
+    return payload.saga_mode == reservations.CHOREOGRAPHY
 
 
 def not_orchestrated(payload: Message) -> bool:
@@ -123,7 +123,7 @@ def not_orchestrated(payload: Message) -> bool:
     committed the reservation by RPC before confirming it); an event recorded before events
     carried a saga mode counts as choreographed."""
     assert isinstance(payload, events_pb2.OrderStatusChanged)
-    return payload.saga_mode != ORCHESTRATION
+    return payload.saga_mode != reservations.ORCHESTRATION
 
 
 CONDITIONS: dict[str, Condition] = {

@@ -126,10 +126,12 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     ) -> product_pb2.ReserveStockResponse:
         require_service()
         _span_ids(order_id=request.order_id)
+        # the orchestrated saga's call: choreographed orders reserve on order.created
         reservation = await reservations.reserve_stock(
             deps=self._deps,
             order_id=request.order_id,
             items=[StockItem(i.product_id, i.quantity) for i in request.items],
+            saga_mode=reservations.ORCHESTRATION,
         )
         return product_pb2.ReserveStockResponse(
             status=_status(reservation), reason=reservation.reason

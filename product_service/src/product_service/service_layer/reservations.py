@@ -32,6 +32,10 @@ from product_service.service_layer.services import Dependencies
 from product_service.service_layer.unit_of_work import AbstractUnitOfWork
 
 TOMBSTONE_REASON = "released before any stock was reserved"
+# How an order's saga runs, as its reservation shows it (stock.reserved and stock.rejected
+# carry it): the orchestrator reserves by RPC, the choreography on order.created.
+ORCHESTRATION = "orchestration"
+CHOREOGRAPHY = "choreography"
 # A status can change at most twice (RESERVED -> COMMITTED -> RELEASED), so a request that
 # loses a race sees a settled row within a few attempts.
 _ATTEMPTS = 4
@@ -47,19 +51,21 @@ def _subject(order_id: str) -> str:
     return f"orders/{order_id}"
 
 
-def _record_decision(uow: AbstractUnitOfWork, reservation: Reservation) -> None:
+def _record_decision(uow: AbstractUnitOfWork, reservation: Reservation, saga_mode: str) -> None:
     order_id = reservation.order_id
     if reservation.status is ReservationStatus.RESERVED:
         uow.record_event(
             event_type="stock.reserved",
             subject=_subject(order_id),
-            payload=events_pb2.StockReserved(order_id=order_id),
+            payload=events_pb2.StockReserved(order_id=order_id, saga_mode=saga_mode),
         )
     else:
         uow.record_event(
             event_type="stock.rejected",
             subject=_subject(order_id),
-            payload=events_pb2.StockRejected(order_id=order_id, reason=reservation.reason),
+            payload=events_pb2.StockRejected(
+                order_id=order_id, reason=reservation.reason, saga_mode=saga_mode
+            ),
         )
 
 
@@ -72,9 +78,10 @@ def _record_released(uow: AbstractUnitOfWork, order_id: str, reason: str) -> Non
 
 
 async def reserve_stock(
-    *, deps: Dependencies, order_id: str, items: Sequence[StockItem]
+    *, deps: Dependencies, order_id: str, items: Sequence[StockItem], saga_mode: str = ""
 ) -> Reservation:
-    """Take the stock of every item, all or nothing; a repeated call returns the first answer."""
+    """Take the stock of every item, all or nothing; a repeated call returns the first answer.
+    saga_mode (ORCHESTRATION or CHOREOGRAPHY, "" when not known) goes into the event."""
     validator = Validator()
     check_id(validator, order_id, "order_id")
     check_stock_items(validator, items)
@@ -91,7 +98,7 @@ async def reserve_stock(
             # drop what we took and answer with the stored decision.
             await uow.rollback()
             return await _stored(uow, order_id)
-        _record_decision(uow, reservation)
+        _record_decision(uow, reservation, saga_mode)
         await uow.commit()
     logger.info(
         "stock reservation {status}",
@@ -142,7 +149,9 @@ async def _stored(uow: AbstractUnitOfWork, order_id: str) -> Reservation:
     return stored
 
 
-async def reject_reservation(*, deps: Dependencies, order_id: str, reason: str) -> Reservation:
+async def reject_reservation(
+    *, deps: Dependencies, order_id: str, reason: str, saga_mode: str = ""
+) -> Reservation:
     """Decide REJECTED for an order whose request can never be reserved (malformed lines in an
     event, say), so that its saga ends; a decision already stored stands."""
     _check_order_id(order_id)
@@ -164,7 +173,7 @@ async def reject_reservation(*, deps: Dependencies, order_id: str, reason: str) 
         except ReservationAlreadyExists:
             await uow.rollback()
             return await _stored(uow, order_id)
-        _record_decision(uow, rejected)
+        _record_decision(uow, rejected, saga_mode)
         await uow.commit()
     logger.warning("stock reservation rejected", order_id=order_id, reason=rejected.reason)
     return rejected

@@ -26,7 +26,7 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65vents/v1/events.proto\x12\tevents.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x12\x12\n\ntracestate\x18\x07 \x01(\t\x12\"\n\x04\x64\x61ta\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Any\"C\n\x0eUserRegistered\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x11\n\tfull_name\x18\x03 \x01(\t\"@\n\x0bUserUpdated\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x11\n\tfull_name\x18\x03 \x01(\t\"\x1e\n\x0bUserDeleted\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"c\n\x0eProductChanged\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0bprice_cents\x18\x04 \x01(\x03\x12\r\n\x05stock\x18\x05 \x01(\x05\"a\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\x12\x14\n\x0cproduct_name\x18\x04 \x01(\t\"\x82\x01\n\x0cOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.events.v1.OrderLine\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x11\n\tsaga_mode\x18\x05 \x01(\t\"!\n\rStockReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\"1\n\rStockRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\rStockReleased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0eStockCommitted\x12\x10\n\x08order_id\x18\x01 \x01(\t\"M\n\x0fPaymentApproved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\"3\n\x0fPaymentDeclined\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x83\x01\n\x12OrderStatusChanged\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x11\n\tsaga_mode\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65vents/v1/events.proto\x12\tevents.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x12\x12\n\ntracestate\x18\x07 \x01(\t\x12\"\n\x04\x64\x61ta\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Any\"C\n\x0eUserRegistered\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x11\n\tfull_name\x18\x03 \x01(\t\"@\n\x0bUserUpdated\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x11\n\tfull_name\x18\x03 \x01(\t\"\x1e\n\x0bUserDeleted\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"c\n\x0eProductChanged\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0bprice_cents\x18\x04 \x01(\x03\x12\r\n\x05stock\x18\x05 \x01(\x05\"a\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\x12\x14\n\x0cproduct_name\x18\x04 \x01(\t\"\x82\x01\n\x0cOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.events.v1.OrderLine\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x11\n\tsaga_mode\x18\x05 \x01(\t\"4\n\rStockReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\tsaga_mode\x18\x02 \x01(\t\"D\n\rStockRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tsaga_mode\x18\x03 \x01(\t\"1\n\rStockReleased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0eStockCommitted\x12\x10\n\x08order_id\x18\x01 \x01(\t\"M\n\x0fPaymentApproved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\"3\n\x0fPaymentDeclined\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x83\x01\n\x12OrderStatusChanged\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x11\n\tsaga_mode\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,17 +48,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERCREATED']._serialized_start=661
   _globals['_ORDERCREATED']._serialized_end=791
   _globals['_STOCKRESERVED']._serialized_start=793
-  _globals['_STOCKRESERVED']._serialized_end=826
-  _globals['_STOCKREJECTED']._serialized_start=828
-  _globals['_STOCKREJECTED']._serialized_end=877
-  _globals['_STOCKRELEASED']._serialized_start=879
-  _globals['_STOCKRELEASED']._serialized_end=928
-  _globals['_STOCKCOMMITTED']._serialized_start=930
-  _globals['_STOCKCOMMITTED']._serialized_end=964
-  _globals['_PAYMENTAPPROVED']._serialized_start=966
-  _globals['_PAYMENTAPPROVED']._serialized_end=1043
-  _globals['_PAYMENTDECLINED']._serialized_start=1045
-  _globals['_PAYMENTDECLINED']._serialized_end=1096
-  _globals['_ORDERSTATUSCHANGED']._serialized_start=1099
-  _globals['_ORDERSTATUSCHANGED']._serialized_end=1230
+  _globals['_STOCKRESERVED']._serialized_end=845
+  _globals['_STOCKREJECTED']._serialized_start=847
+  _globals['_STOCKREJECTED']._serialized_end=915
+  _globals['_STOCKRELEASED']._serialized_start=917
+  _globals['_STOCKRELEASED']._serialized_end=966
+  _globals['_STOCKCOMMITTED']._serialized_start=968
+  _globals['_STOCKCOMMITTED']._serialized_end=1002
+  _globals['_PAYMENTAPPROVED']._serialized_start=1004
+  _globals['_PAYMENTAPPROVED']._serialized_end=1081
+  _globals['_PAYMENTDECLINED']._serialized_start=1083
+  _globals['_PAYMENTDECLINED']._serialized_end=1134
+  _globals['_ORDERSTATUSCHANGED']._serialized_start=1137
+  _globals['_ORDERSTATUSCHANGED']._serialized_end=1268
 # @@protoc_insertion_point(module_scope)

@@ -97,18 +97,22 @@ class OrderCreated(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., total_cents: _Optional[int] = ..., saga_mode: _Optional[str] = ...) -> None: ...
 
 class StockReserved(_message.Message):
-    __slots__ = ("order_id",)
+    __slots__ = ("order_id", "saga_mode")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SAGA_MODE_FIELD_NUMBER: _ClassVar[int]
     order_id: str
-    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+    saga_mode: str
+    def __init__(self, order_id: _Optional[str] = ..., saga_mode: _Optional[str] = ...) -> None: ...
 
 class StockRejected(_message.Message):
-    __slots__ = ("order_id", "reason")
+    __slots__ = ("order_id", "reason", "saga_mode")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    SAGA_MODE_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     reason: str
-    def __init__(self, order_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    saga_mode: str
+    def __init__(self, order_id: _Optional[str] = ..., reason: _Optional[str] = ..., saga_mode: _Optional[str] = ...) -> None: ...
 
 class StockReleased(_message.Message):
     __slots__ = ("order_id", "reason")
