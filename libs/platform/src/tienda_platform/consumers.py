@@ -33,7 +33,6 @@ from typing import Any
 import sqlalchemy as sa
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisBatchStreamMessage
 from faststream.redis.message import FAKE_CONSUMER, bDATA_KEY
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from google.protobuf.message import DecodeError, Message
@@ -101,6 +100,16 @@ class _Decoded:
     handler: Handler
 
 
+async def _entries(message: Any) -> list[Entry]:
+    """The decoded body of a batch that _parse made: its entries."""
+    return [
+        Entry(id=entry_id, body=body, headers=headers)
+        for entry_id, body, headers in zip(
+            message.raw_message["message_ids"], message.body, message.batch_headers, strict=True
+        )
+    ]
+
+
 def replica_name(service: str) -> str:
     """A consumer name unique to this process."""
     return f"{service}-{socket.gethostname()}-{os.getpid()}"
@@ -148,17 +157,11 @@ class EventConsumer:
             self.conditions[(stream, event_type)] = when
 
     def _subscribe(self, stream: str) -> None:
-        async def handle(message: RedisBatchStreamMessage) -> None:
-            raw = message.raw_message
-            await self.handle_batch(
-                stream,
-                [
-                    Entry(id=entry_id, body=body, headers=headers)
-                    for entry_id, body, headers in zip(
-                        raw["message_ids"], message.body, message.batch_headers, strict=True
-                    )
-                ],
-            )
+        # The batch reaches the handler as its decoded body (_entries): a parameter taken from
+        # FastStream's context (Context("message")) would be resolved in a worker thread for
+        # every batch, as fast_depends runs a synchronous resolver.
+        async def handle(entries: Any) -> None:
+            await self.handle_batch(stream, entries)
 
         reader = StreamSub(
             stream,
@@ -178,9 +181,9 @@ class EventConsumer:
         )
         for sub in (reader, claimer):
             # acknowledged by handle_batch, entry by entry, once their transaction committed
-            self.broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL, parser=self._parse)(
-                handle
-            )
+            self.broker.subscriber(
+                stream=sub, ack_policy=AckPolicy.MANUAL, parser=self._parse, decoder=_entries
+            )(handle)
 
     async def _parse(self, raw: Any) -> BatchMessage:
         """A batch of entries with their bodies as bytes and each entry's headers (an entry

@@ -50,7 +50,8 @@ async def trim_stream(
         bound = min(bound, _entry_id(group["last-delivered-id"]))
         if group["pending"]:
             oldest_pending = (await client.xpending(stream, group["name"]))["min"]
-            bound = min(bound, _entry_id(oldest_pending))
+            if oldest_pending is not None:  # None: acknowledged since XINFO GROUPS
+                bound = min(bound, _entry_id(oldest_pending))
     # MINID removes the entries below the bound: the last delivered entry itself stays
     removed: int = await client.xtrim(stream, minid=f"{bound[0]}-{bound[1]}", approximate=False)
     return removed

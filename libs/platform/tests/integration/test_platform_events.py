@@ -758,3 +758,31 @@ async def test_an_event_whose_condition_fails_is_dead_lettered_not_retried_for_e
         await reader.broker.stop()
         await publisher.stop()
         await client.aclose()
+
+
+async def test_a_batch_reaches_its_handler_without_a_thread_hop(
+    redis_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler takes the batch as its decoded body: a parameter from FastStream's context
+    would be resolved by fast_depends in a worker thread (anyio.to_thread) for every batch."""
+    import anyio.to_thread
+
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, ["u1", "u2", "u3"])
+    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
+    reader = consumer(RedisBroker(redis_url), engine, "r1")
+    await started(reader)
+    try:
+        await wait_for(lambda: _count(engine, 3))
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+    assert hops == []

@@ -90,6 +90,30 @@ async def test_recent_entries_stay_for_the_retention_even_when_acknowledged(
     assert await trim_stream(client, STREAM, keep=HOUR, now=later) == 4
 
 
+async def test_entries_acknowledged_while_the_groups_are_read_do_not_stop_the_trim(
+    client: redis.Redis,
+) -> None:
+    """XINFO GROUPS counts pending entries that the group acknowledges before XPENDING asks
+    for the oldest (which then has none): the trim goes on as if none were pending."""
+    for n in range(1, 6):
+        await client.xadd(STREAM, {"n": n}, id=f"{n}-0")
+    await client.xgroup_create(STREAM, "busy", id="0")
+    taken = await read(client, "busy", 5)
+
+    class AcknowledgingMeanwhile:
+        """The real client, with the group's consumer acknowledging just before XPENDING."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(client, name)
+
+        async def xpending(self, stream: str, group: bytes) -> object:
+            await client.xack(stream, group, *taken)
+            return await client.xpending(stream, group)
+
+    assert await trim_stream(AcknowledgingMeanwhile(), STREAM, keep=HOUR) == 4
+    assert await ids(client) == [b"5-0"]
+
+
 async def test_a_stream_that_is_gone_has_nothing_to_trim(client: redis.Redis) -> None:
     assert await trim_stream(client, STREAM, keep=HOUR) == 0
 
