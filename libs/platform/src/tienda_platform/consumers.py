@@ -126,7 +126,7 @@ class EventConsumer:
     max_attempts: int = 5
     claim_idle_ms: int = 10_000
     polling_ms: int = 100
-    batch_size: int = 50
+    batch_size: int = 100
     handlers: dict[str, dict[str, Handler]] = field(default_factory=dict)
     # (stream, event type) -> the events of that type the handler is for (default: all)
     conditions: dict[tuple[str, str], Condition] = field(default_factory=dict)
