@@ -420,6 +420,23 @@ def test_service_addresses_name_compose_services(compose: dict[str, Any], name: 
         assert int(env["SMTP_PORT"]) in container_ports(defined[env["SMTP_HOST"]])
 
 
+def test_every_service_has_the_same_tracing_settings(compose: dict[str, Any]) -> None:
+    """A service that records no spans (no endpoint) marks the traces it starts as not
+    sampled, and the services after it respect that: all of them export, or none."""
+    defined = services(compose)
+    settings = {
+        name: {
+            k: v
+            for k, v in environment(defined[name]).items()
+            if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME"
+        }
+        for name in TIENDA
+    }
+    first = next(iter(settings.values()))
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in first
+    assert all(each == first for each in settings.values()), settings
+
+
 def test_each_service_has_its_own_database_and_role(compose: dict[str, Any]) -> None:
     defined = services(compose)
     init = (OBSERVABILITY / "postgres" / "init.sh").read_text()
