@@ -12,12 +12,11 @@ import sqlalchemy as sa
 from events.v1 import events_pb2
 from order.v1 import order_pb2
 from order_service.adapters.orm import PaymentChargeRow
-from prometheus_client import REGISTRY
 from tienda_contracts.topology import PRODUCT_EVENTS
 from tienda_platform.consumers import ProcessedEvent
 from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
-from tienda_platform.testing import TokenMint
+from tienda_platform.testing import TokenMint, events_consumed
 
 from ..unit.fakes import FakeProductCatalog, wait_until
 from .running_order_service import RunningOrderService, run_order_service
@@ -184,13 +183,7 @@ async def test_stock_events_of_orchestrated_orders_are_acknowledged_without_a_tr
     assert (await service.ended(order.id, dave)).status == CONFIRMED
 
     def ignored() -> float:
-        labels = {
-            "stream": PRODUCT_EVENTS,
-            "group": "order_service",
-            "event_type": "stock.reserved",
-            "result": "ignored",
-        }
-        return REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0.0
+        return events_consumed(PRODUCT_EVENTS, "order_service", "stock.reserved", "ignored")
 
     async def processed(event_id: str) -> bool:
         async with session_factory(service.engine)() as session:

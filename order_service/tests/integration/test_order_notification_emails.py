@@ -22,7 +22,7 @@ from tienda_platform.consumers import Handler
 from tienda_platform.database import session_factory
 from tienda_platform.events import EventEnvelope, build_envelope
 from tienda_platform.ids import new_id
-from tienda_platform.testing import TokenMint
+from tienda_platform.testing import TokenMint, events_consumed
 
 from ..unit.notification_fakes import eventually
 from .running_notifications import RunningService, notification_settings, run_service
@@ -180,13 +180,7 @@ async def test_without_an_smtp_host_events_are_consumed_and_no_email_is_queued(
     assert settings.smtp_host == ""
 
     def ignored() -> float:
-        labels = {
-            "stream": AUTH_EVENTS,
-            "group": "notifications",
-            "event_type": "user.registered",
-            "result": "ignored",
-        }
-        return REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0.0
+        return events_consumed(AUTH_EVENTS, "notifications", "user.registered", "ignored")
 
     before = ignored()
     async with run_service(settings, mint=token_mint) as service:

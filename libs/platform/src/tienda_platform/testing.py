@@ -26,6 +26,15 @@ TEST_ISSUER = "tienda-auth"
 TEST_AUDIENCE = "tienda"
 
 
+def events_consumed(stream: str, group: str, event_type: str, result: str) -> float:
+    """This process's tienda_events_consumed_total for one stream, group, event type and
+    result (handled, duplicate, ignored, ...); 0 before the first."""
+    from prometheus_client import REGISTRY
+
+    labels = {"stream": stream, "group": group, "event_type": event_type, "result": result}
+    return REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0.0
+
+
 def postgres_server_url() -> str | None:
     """The PostgreSQL server for tests, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres."""
     return os.environ.get(POSTGRES_ENV) or None

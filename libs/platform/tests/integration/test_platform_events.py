@@ -22,6 +22,7 @@ from tienda_platform.database import PLATFORM_METADATA, create_engine, session_f
 from tienda_platform.dead_letters import DeadLetters
 from tienda_platform.events import EventEnvelope, build_envelope
 from tienda_platform.outbox import OutboxEvent, OutboxRelay, record_event
+from tienda_platform.testing import events_consumed
 
 pytestmark = pytest.mark.integration
 
@@ -512,29 +513,16 @@ async def test_a_redelivery_is_a_duplicate_even_when_its_handler_now_fails(
     (envelope,) = await write_events(engine, ["u1"])
     body = envelope.SerializeToString()
 
-    labels = {
-        "stream": AUTH_EVENTS,
-        "group": "tests",
-        "event_type": "user.registered",
-        "result": "duplicate",
-    }
-    before = REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0
+    before = _consumed("duplicate")
     await reader.handle(AUTH_EVENTS, body, b"1-0")
     await reader.handle(AUTH_EVENTS, body, b"1-0")  # redelivered: no error, no second effect
 
     assert await effects(engine) == [(envelope.id, "u1")]
-    duplicates = REGISTRY.get_sample_value("tienda_events_consumed_total", labels)
-    assert duplicates == before + 1
+    assert _consumed("duplicate") == before + 1
 
 
 def _consumed(result: str) -> float:
-    labels = {
-        "stream": AUTH_EVENTS,
-        "group": "tests",
-        "event_type": "user.registered",
-        "result": result,
-    }
-    return REGISTRY.get_sample_value("tienda_events_consumed_total", labels) or 0
+    return events_consumed(AUTH_EVENTS, "tests", "user.registered", result)
 
 
 def _batches() -> tuple[float, float]:
