@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 from opentelemetry import trace
@@ -152,3 +155,28 @@ def test_until_something_receives_spans_none_is_recorded_yet_each_has_its_ids() 
     with tracer.start_as_current_span("POST /v1/orders", kind=SpanKind.SERVER):
         pass
     assert [s.name for s in exporter.get_finished_spans()] == ["POST /v1/orders"]
+
+
+@pytest.mark.parametrize(("endpoint", "recording"), [("", False), ("http://127.0.0.1:4317", True)])
+def test_configure_tracing_records_spans_only_with_an_exporter(
+    endpoint: str, recording: bool
+) -> None:
+    """Without OTEL_EXPORTER_OTLP_ENDPOINT nothing would receive spans: none is recorded, but
+    spans still get ids. (A process of its own: the tracer provider is set once per process.)"""
+    script = """
+from opentelemetry import trace
+from tienda_platform import telemetry
+telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
+with telemetry.tracer.start_as_current_span("request") as span:
+    context = span.get_span_context()
+    print(trace.get_tracer_provider().sampler.recording, span.is_recording(), context.is_valid)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(recording), str(recording), "True"]
