@@ -8,7 +8,9 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from faststream import BaseMiddleware
 from faststream.redis import RedisBroker
+from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import REGISTRY, Gauge
 from tienda_contracts.topology import Subscription, dead_letter_stream
@@ -30,11 +32,25 @@ def create_broker(redis_url: str, *, service_name: str) -> RedisBroker:
     """A RedisBroker with FastStream's OpenTelemetry and Prometheus middlewares."""
     middlewares: list = [RedisPrometheusMiddleware(registry=REGISTRY, app_name=service_name)]
     if telemetry.tracing_configured():
-        from faststream.redis.opentelemetry import RedisTelemetryMiddleware
-
-        middlewares.insert(0, RedisTelemetryMiddleware())
+        middlewares.insert(0, EventTelemetryMiddleware())
     # logger=None: the services log through loguru, not FastStream's own logger.
     return RedisBroker(redis_url, middlewares=middlewares, logger=None)  # type: ignore[arg-type]
+
+
+class EventTelemetryMiddleware(RedisTelemetryMiddleware):
+    """FastStream's telemetry middleware, for every message but the stream batches that
+    EventConsumer reads.
+
+    Each event of such a batch gets a consumer span from EventConsumer, in the trace of the
+    request that caused it. FastStream would add a span for the batch as a whole: a root of
+    no trace (a batch mixes events of many), which QuietSampler drops with everything under
+    it, after the middleware had extracted a link from every entry's headers. Those batches
+    skip the middleware; publishing, and any other subscriber, go through it."""
+
+    def __call__(self, msg: Any, /, *, context: Any) -> Any:
+        if isinstance(msg, dict) and msg.get("type") == "bstream":
+            return BaseMiddleware(msg, context=context)
+        return super().__call__(msg, context=context)
 
 
 async def _lag(client: Any, stream: str, last_delivered: bytes) -> int:

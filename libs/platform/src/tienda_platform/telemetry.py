@@ -80,6 +80,37 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     RedisInstrumentor().instrument()
+    trace_redis_only_in_sampled_traces()
+
+
+def trace_redis_only_in_sampled_traces() -> None:
+    """Let the Redis instrumentation see only the commands of a sampled trace.
+
+    The others (consumers' XREADGROUP and XACK, the relays' and workers' polling: hundreds a
+    second, outside any trace) would get no span: QuietSampler drops a client span outside any
+    trace, and a parent-based sampler one under a parent that is not sampled. But the
+    instrumentation formats every command's arguments into a statement before asking the
+    sampler, which cost more than the traced commands. This layer, over the instrumentation's
+    wrappers of redis.asyncio, calls the client directly when the current span is not sampled
+    (the rule StatementTracer keeps for SQL). Idempotent."""
+    import redis.asyncio.client as client
+    from wrapt import FunctionWrapper
+
+    for cls, name in (
+        (client.Redis, "execute_command"),
+        (client.Pipeline, "execute"),
+        (client.Pipeline, "immediate_execute_command"),
+    ):
+        traced = cls.__dict__[name]
+        if isinstance(traced, FunctionWrapper) and traced._self_wrapper is not _when_sampled:
+            setattr(cls, name, FunctionWrapper(traced, _when_sampled))
+
+
+def _when_sampled(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    """wrapped: the instrumentation's wrapper (bound); its __wrapped__, the client's method."""
+    if trace.get_current_span().get_span_context().trace_flags.sampled:
+        return wrapped(*args, **kwargs)
+    return wrapped.__wrapped__(*args, **kwargs)
 
 
 def record_spans(processor: SpanProcessor) -> None:
