@@ -12,6 +12,8 @@ from faststream import BaseMiddleware
 from faststream.redis import RedisBroker
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from faststream.redis.prometheus import RedisPrometheusMiddleware
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import REGISTRY, Gauge
 from tienda_contracts.topology import Subscription, dead_letter_stream
 
@@ -45,12 +47,23 @@ class EventTelemetryMiddleware(RedisTelemetryMiddleware):
     request that caused it. FastStream would add a span for the batch as a whole: a root of
     no trace (a batch mixes events of many), which QuietSampler drops with everything under
     it, after the middleware had extracted a link from every entry's headers. Those batches
-    skip the middleware; publishing, and any other subscriber, go through it."""
+    skip the middleware; publishing, and any other subscriber, go through it.
+
+    A publish made under a recording span (the outbox relay's span of the event) takes that
+    span as the message's creation context, as FastStream does for a publish made while
+    handling a message: the `publish` span is its child and the entry's headers carry it.
+    Otherwise FastStream starts a `create` span of its own for every message, a second
+    producer span between the relay's and the `publish`."""
 
     def __call__(self, msg: Any, /, *, context: Any) -> Any:
         if isinstance(msg, dict) and msg.get("type") == "bstream":
             return BaseMiddleware(msg, context=context)
-        return super().__call__(msg, context=context)
+        middleware = super().__call__(msg, context=context)
+        if msg is None and (span := trace.get_current_span()).is_recording():
+            # what BaseTelemetryMiddleware.consume_scope sets for the publishes of a handler
+            middleware._current_span = span
+            middleware._origin_context = otel_context.get_current()
+        return middleware
 
 
 async def _lag(client: Any, stream: str, last_delivered: bytes) -> int:

@@ -3,6 +3,7 @@ and the stream batches EventConsumer reads do not go through FastStream's span m
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,11 +13,14 @@ import redis.asyncio as redis
 import redis.asyncio.client as redis_client
 from faststream import BaseMiddleware
 from faststream.opentelemetry.middleware import BaseTelemetryMiddleware
+from faststream.redis import RedisBroker
+from faststream.redis.parser import BinaryMessageFormatV1
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from opentelemetry.trace import SpanKind
 from tienda_platform.messaging import EventTelemetryMiddleware
 from tienda_platform.telemetry import QuietSampler, trace_redis_only_in_sampled_traces
 from wrapt import FunctionWrapper
@@ -105,3 +109,40 @@ def test_stream_batches_skip_faststreams_span_middleware_and_the_rest_go_through
     assert type(skipped) is BaseMiddleware
     assert isinstance(middleware(single, context=None), BaseTelemetryMiddleware)
     assert isinstance(middleware(None, context=None), BaseTelemetryMiddleware)  # publishing
+
+
+async def test_a_publish_under_the_relays_span_takes_it_as_its_creation_context(
+    redis_url: str,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    broker = RedisBroker(
+        redis_url, middlewares=[EventTelemetryMiddleware(tracer_provider=provider)]
+    )
+    stream = f"tienda.test.publish.{uuid.uuid4().hex}"
+    await broker.connect()
+    try:
+        with tracer.start_as_current_span("outbox relay order.created", kind=SpanKind.PRODUCER):
+            await broker.publish(b"relayed", stream=stream)
+        await broker.publish(b"on its own", stream=stream)  # no span: FastStream's own
+        client = await broker.connect()
+        entries = await client.xrange(stream)
+        await client.delete(stream)
+    finally:
+        await broker.stop()
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    relay = spans["outbox relay order.created"]
+    published = [s for s in exporter.get_finished_spans() if s.name == f"{stream} publish"]
+    created = [s for s in exporter.get_finished_spans() if s.name == f"{stream} create"]
+    assert len(published) == 2 and len(created) == 1
+    under_relay = [s for s in published if s.context.trace_id == relay.context.trace_id]
+    assert len(under_relay) == 1
+    assert under_relay[0].parent is not None
+    assert under_relay[0].parent.span_id == relay.context.span_id
+    # the relayed entry's headers name the relay span, for the consumers' spans to follow
+    headers = [BinaryMessageFormatV1.parse(fields[b"__data__"])[1] for _, fields in entries]
+    assert headers[0]["traceparent"].split("-")[2] == format(relay.context.span_id, "016x")
+    assert headers[1]["traceparent"].split("-")[2] == format(created[0].context.span_id, "016x")
