@@ -12,6 +12,7 @@ import grpc
 from faststream.redis import RedisBroker
 from order.v1 import order_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tienda_contracts.topology import subscriptions_of
 from tienda_platform import telemetry
 from tienda_platform.auth import (
     JwksKeySource,
@@ -22,7 +23,7 @@ from tienda_platform.auth import (
 from tienda_platform.consumers import EventConsumer, replica_name
 from tienda_platform.database import create_engine, migrate, session_factory
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
-from tienda_platform.messaging import create_broker
+from tienda_platform.messaging import create_broker, watch_streams
 from tienda_platform.outbox import OutboxRelay
 
 from order_service.adapters.payments import SimulatedPaymentProvider
@@ -217,3 +218,6 @@ def _wire_events(
     ]
     app.background += [relay.run, worker.run]
     wire_notifications(app, engine=engine, broker=broker, consumer=worker_name)
+    # the pending, lag and dead-letter gauges of every group this service runs
+    watched = [s for consumer in app.consumers for s in subscriptions_of(consumer.group)]
+    app.background.append(partial(watch_streams, broker, watched))

@@ -3,7 +3,6 @@ delivery and email workers, and the webhook RPCs' dependencies. Called by bootst
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -11,9 +10,7 @@ from typing import TYPE_CHECKING
 from faststream.redis import RedisBroker
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tienda_contracts.topology import subscriptions_of
 from tienda_platform.database import is_sqlite, session_factory
-from tienda_platform.messaging import watch_streams
 
 from order_service.adapters.address_resolver import SystemAddressResolver
 from order_service.adapters.smtp import SmtpMailer
@@ -110,18 +107,5 @@ def wire_notifications(
         )
         for group in GROUPS
     ]
-    subscriptions = [s for group in GROUPS for s in subscriptions_of(group)]
-
-    async def watch() -> None:
-        # watch_streams suppresses every Exception around its Redis calls, and a cancellation
-        # landing inside one can come out as such and be swallowed: cancel until it ends.
-        task = asyncio.create_task(watch_streams(broker, subscriptions))
-        try:
-            await asyncio.shield(task)
-        finally:
-            while not task.done():
-                task.cancel()
-                await asyncio.wait([task], timeout=0.1)
-
-    app.background += [webhook_worker.run, watch]
+    app.background.append(webhook_worker.run)
     app.closers.append(sender.close)

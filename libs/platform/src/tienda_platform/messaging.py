@@ -82,6 +82,21 @@ async def watch_streams(
     broker: RedisBroker, subscriptions: Sequence[Subscription], interval: float = 5.0
 ) -> None:
     """Refresh the pending, lag and dead-letter gauges of these groups until cancelled."""
+    # The refresh suppresses every Exception around its Redis calls, and a cancellation
+    # landing inside one can come out as such (redis-py) and be swallowed: cancel it until
+    # it ends.
+    task = asyncio.create_task(_refresh_gauges(broker, subscriptions, interval))
+    try:
+        await asyncio.shield(task)
+    finally:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+
+
+async def _refresh_gauges(
+    broker: RedisBroker, subscriptions: Sequence[Subscription], interval: float
+) -> None:
     while True:
         with contextlib.suppress(Exception):
             client = await broker.connect()
