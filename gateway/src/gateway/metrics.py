@@ -1,4 +1,5 @@
-"""Prometheus metrics of the gateway: HTTP server RED metrics and gRPC client metrics.
+"""Prometheus metrics of the gateway: HTTP server RED metrics (its gRPC client metrics are
+the channels', tienda_platform.grpc_client).
 
 Label values are bounded: the route label is a path template (or "unmatched"), the method
 label one of the known HTTP methods (or "OTHER"). Label children are cached because a
@@ -26,17 +27,6 @@ HTTP_SECONDS = Histogram(
     ["method", "route"],
     buckets=_BUCKETS,
 )
-GRPC_CLIENT_HANDLED = Counter(
-    "grpc_client_handled_total",
-    "RPCs the gateway made to upstream services, by method and status code.",
-    ["grpc_service", "grpc_method", "grpc_code"],
-)
-GRPC_CLIENT_SECONDS = Histogram(
-    "grpc_client_handling_seconds",
-    "Time from sending an upstream RPC to its status, by method.",
-    ["grpc_service", "grpc_method"],
-    buckets=_BUCKETS,
-)
 
 
 def bounded_method(method: str) -> str:
@@ -51,13 +41,3 @@ def http_requests(method: str, route: str, status_code: int) -> Counter:
 @lru_cache(maxsize=1024)
 def http_seconds(method: str, route: str) -> Histogram:
     return HTTP_SECONDS.labels(method, route)
-
-
-@lru_cache(maxsize=1024)
-def grpc_handled(service: str, method: str, code: str) -> Counter:
-    return GRPC_CLIENT_HANDLED.labels(service, method, code)
-
-
-@lru_cache(maxsize=256)
-def grpc_seconds(service: str, method: str) -> Histogram:
-    return GRPC_CLIENT_SECONDS.labels(service, method)

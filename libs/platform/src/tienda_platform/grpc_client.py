@@ -1,12 +1,75 @@
-"""Channels between services: retries on UNAVAILABLE, keepalive, and the caller's bearer token."""
+"""Channels between services: retries on UNAVAILABLE, keepalive, client-side RED metrics,
+and the caller's bearer token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from functools import lru_cache
+from typing import Any
 
 import grpc
+from prometheus_client import Counter, Histogram
 
 from tienda_platform import telemetry
+
+GRPC_CLIENT_HANDLED = Counter(
+    "grpc_client_handled_total",
+    "RPCs this process made to another service, by method and the status it got.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_CLIENT_SECONDS = Histogram(
+    "grpc_client_handling_seconds",
+    "Time from sending an RPC to getting its status, by method.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+@lru_cache(maxsize=1024)
+def _labels(method: str) -> tuple[str, str]:
+    """("/pkg.Service/Method") -> ("pkg.Service", "Method")."""
+    _, service, name = method.split("/", 2)
+    return service, name
+
+
+@lru_cache(maxsize=4096)
+def _handled(service: str, method: str, code: str) -> Any:
+    return GRPC_CLIENT_HANDLED.labels(service, method, code)
+
+
+@lru_cache(maxsize=1024)
+def _seconds(service: str, method: str) -> Any:
+    return GRPC_CLIENT_SECONDS.labels(service, method)
+
+
+class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """grpc_client_handled_total and grpc_client_handling_seconds for every unary call made
+    on the channel (its transparent retries are one call)."""
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        method = client_call_details.method
+        service, name = _labels(method.decode() if isinstance(method, bytes) else method)
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            call = await continuation(client_call_details, request)
+            await call  # the answer; the caller's own await gets it again
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            _handled(service, name, code.name).inc()
+            _seconds(service, name).observe(time.perf_counter() - started)
+        return call
+
 
 _SERVICE_CONFIG = json.dumps(
     {
@@ -31,7 +94,7 @@ def create_channel(target: str) -> grpc.aio.Channel:
     retries of calls that never reached a server."""
     return grpc.aio.insecure_channel(
         target,
-        interceptors=telemetry.client_interceptors(),
+        interceptors=[ClientMetricsInterceptor(), *telemetry.client_interceptors()],
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),
