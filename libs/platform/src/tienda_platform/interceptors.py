@@ -205,8 +205,8 @@ class MetricsInterceptor(UnaryInterceptor):
         except grpc.aio.AbortError:
             code = context.code().name if context.code() else "UNKNOWN"
             raise
-        except Exception:
-            code = "INTERNAL"
+        except Exception as error:  # answered by ErrorMappingInterceptor, outside this one
+            code = "UNAVAILABLE" if unreachable(error) else "INTERNAL"
             raise
         finally:
             GRPC_SERVER_HANDLED.labels(service, name, code).inc()

@@ -48,6 +48,8 @@ class Servicer(auth_pb2_grpc.AuthServiceServicer):
             raise NotFound("user missing not found")
         if request.id == "bad":
             raise InvalidArgument.for_field("id", "not a UUID")
+        if request.id == "database-down":
+            raise ConnectionRefusedError("connect to 127.0.0.1:5432 refused")
         raise RuntimeError("database password is hunter2")
 
 
@@ -160,6 +162,22 @@ async def test_unexpected_errors_are_internal_with_a_correlation_id_only(
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "correlation id" in (caught.value.details() or "")
     assert "hunter2" not in (caught.value.details() or "")
+
+
+async def test_an_unreachable_database_is_answered_and_counted_unavailable(
+    channel: grpc.aio.Channel, token_mint: TokenMint
+) -> None:
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+    unavailable, internal = handled("GetUser", "UNAVAILABLE"), handled("GetUser", "INTERNAL")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetUser(
+            auth_pb2.GetUserRequest(id="database-down"),
+            metadata=(("authorization", f"Bearer {token_mint.token('u')}"),),
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # the metrics say what the caller got
+    assert handled("GetUser", "UNAVAILABLE") == unavailable + 1
+    assert handled("GetUser", "INTERNAL") == internal
 
 
 async def test_bytes_that_are_no_message_are_invalid_argument_after_auth(
