@@ -64,6 +64,24 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
+def _secret_values(value: Any, key: str = "") -> list[str]:
+    """The values of secret-looking keys in value (a record's extra), to take out of the
+    message too: loguru formats `logger.info("... {password}", password=p)` into the message
+    before any sink sees the record. Values under 4 characters would take out too much."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _secret_values(v, str(k))]
+    if key and _SECRET_KEY.search(key) and value not in (None, ""):
+        values = value if isinstance(value, list | tuple) else [value]
+        return [text for v in values if len(text := str(v)) >= 4]
+    return []
+
+
+def _without(secrets: list[str], text: str) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return redact_text(text)
+
+
 def _trace_ids() -> dict[str, str]:
     try:
         from opentelemetry import trace
@@ -77,10 +95,11 @@ def _trace_ids() -> dict[str, str]:
 
 def ecs_document(record: dict[str, Any]) -> dict[str, Any]:
     """The ECS document for one loguru record, redacted."""
+    secrets = _secret_values(record["extra"])
     doc: dict[str, Any] = {
         "@timestamp": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
         "log.level": record["level"].name.lower(),
-        "message": redact_text(record["message"]),
+        "message": _without(secrets, record["message"]),
         "service.name": _service["name"],
         "service.version": _service["version"],
         "service.environment": _service["environment"],
@@ -93,9 +112,9 @@ def ecs_document(record: dict[str, Any]) -> dict[str, Any]:
         doc[_ECS_EXTRA.get(key, f"labels.{key}")] = redact(value, key)
     if (exc := record["exception"]) is not None and exc.type is not None:
         doc["error.type"] = exc.type.__name__
-        doc["error.message"] = redact_text(str(exc.value))
-        doc["error.stack_trace"] = redact_text(
-            "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
+        doc["error.message"] = _without(secrets, str(exc.value))
+        doc["error.stack_trace"] = _without(
+            secrets, "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
         )
     return doc
 

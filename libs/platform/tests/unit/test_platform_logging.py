@@ -63,6 +63,28 @@ def test_secrets_never_reach_the_output() -> None:
     assert docs[2]["error.type"] == "ValueError" and "error.stack_trace" in docs[2]
 
 
+def test_a_secret_formatted_into_the_message_is_taken_out_of_it() -> None:
+    """loguru formats keyword arguments into the message before the sink sees the record:
+    the values of secret-looking keys are taken out of the message (and of an error's text),
+    whatever they look like."""
+    stream = io.StringIO()
+    configure_logging(service_name="svc", service_version="1", stream=stream)
+
+    logger.info("login as {email} with {password}", email="ana@example.com", password="pa55word")
+    logger.warning("webhook {cfg}", cfg={"url": "https://hooks.example", "secret": "s3cr3t-x"})
+    try:
+        raise RuntimeError("upstream refused key k3y-value")
+    except RuntimeError:
+        logger.exception("call failed", api_key="k3y-value")
+
+    output = stream.getvalue()
+    for secret in ("pa55word", "s3cr3t-x", "k3y-value"):
+        assert secret not in output
+    docs = lines(stream)
+    assert docs[0]["message"] == "login as ana@example.com with [REDACTED]"
+    assert docs[2]["error.message"] == "upstream refused key [REDACTED]"
+
+
 def test_redact_walks_nested_structures() -> None:
     assert redact({"a": [{"api_key": "k"}], "ok": "fine"}) == {
         "a": [{"api_key": "[REDACTED]"}],
