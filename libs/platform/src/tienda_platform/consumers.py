@@ -67,6 +67,10 @@ BATCH_EVENTS = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200),
 )
 
+# The header of a dead letter replayed on its stream (tienda_platform.dead_letters): the group
+# that dead-lettered it, the only one to handle it again.
+REPLAYED_FOR = "tienda-replayed-for"
+
 Handler = Callable[[AsyncSession, EventEnvelope, Message], Awaitable[None]]
 # Whether an event (its payload) concerns a handler; the others are ignored. A pure function
 # of the payload: one that raises dead-letters the event, as a poison event would.
@@ -252,12 +256,16 @@ class EventConsumer:
 
     async def _decode(self, stream: str, entry: Entry) -> _Decoded | None:
         """The event and its handler; None when there is nothing to run (no handler for its
-        type, or not one its handler is for; or undecodable: then it is dead-lettered)."""
+        type, not one its handler is for, or a dead letter replayed for another group; or
+        undecodable: then it is dead-lettered)."""
         try:
             if not entry.body:  # a serialized envelope is never empty: it has an id
                 raise DecodeError("the entry carries no event")
             envelope = EventEnvelope.FromString(entry.body)
             handler = self.handlers[stream].get(envelope.type)
+            replayed_for = entry.headers.get(REPLAYED_FOR)
+            if replayed_for is not None and replayed_for != self.group:
+                handler = None  # a dead letter of another group, replayed for that group
             if handler is not None:
                 payload = payload_of(envelope)
                 condition = self.conditions.get((stream, envelope.type))

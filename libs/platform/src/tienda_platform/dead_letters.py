@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from faststream.redis import RedisBroker
 from tienda_contracts.topology import STREAMS, dead_letter_stream
 
+from tienda_platform.consumers import REPLAYED_FOR
 from tienda_platform.events import EventEnvelope
 
 
@@ -62,17 +63,24 @@ class DeadLetters:
         return letters
 
     async def replay(self, stream: str) -> int:
-        """Publish every dead letter again on its stream and remove it from the dead letters.
+        """Publish every dead letter again on its stream, for the group that dead-lettered it
+        only, and remove it from the dead letters.
 
-        Groups that had already handled the event skip it: consumers are idempotent by id.
-        """
+        Every group of the stream reads the entry, and the others acknowledge it unhandled
+        (tienda_platform.consumers.REPLAYED_FOR): their processed-events record of the event
+        may be gone by now (retention), so its id alone would not keep them from doing it
+        twice."""
         await self._broker.connect()
         replayed = 0
         for letter in await self.list(stream):
             await self._broker.publish(
                 letter.envelope,
                 stream=stream,
-                headers={"event-type": letter.event_type, "event-id": letter.event_id},
+                headers={
+                    "event-type": letter.event_type,
+                    "event-id": letter.event_id,
+                    REPLAYED_FOR: letter.group,
+                },
             )
             await self._client.xdel(dead_letter_stream(stream), letter.entry_id)
             replayed += 1

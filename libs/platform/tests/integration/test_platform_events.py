@@ -426,6 +426,60 @@ async def test_a_poison_event_is_dead_lettered_then_replayed_after_a_fix(
         await client.aclose()
 
 
+async def test_a_replayed_dead_letter_is_handled_again_by_its_group_only(
+    redis_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The other groups of the stream handled the event long ago; their processed-events
+    record of it may be gone (retention keeps a week), and they still do not do it twice."""
+    from tienda_platform.dead_letters import DeadLetters
+
+    broken = True
+
+    async def fragile(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+        if broken:
+            raise RuntimeError("bug in the handler")
+        await remember(session, envelope, payload)
+
+    other_engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+    async with other_engine.begin() as conn:
+        await conn.run_sync(PLATFORM_METADATA.create_all)
+        await conn.execute(sa.text("CREATE TABLE effects (event_id TEXT, user_id TEXT)"))
+    failing = consumer(
+        RedisBroker(redis_url), engine, "r1", handler=fragile, max_attempts=2, claim_idle_ms=100
+    )
+    other = EventConsumer(
+        broker=RedisBroker(redis_url), engine=other_engine, group="others", consumer="o1"
+    )
+    other.on(AUTH_EVENTS, "user.registered", remember)
+    await started(failing, other)
+    publisher = RedisBroker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    ignored = events_consumed(AUTH_EVENTS, "others", "user.registered", "ignored")
+    try:
+        await write_events(engine, ["replayed"])
+        await OutboxRelay(engine=engine, broker=publisher).publish_batch()
+        await wait_for(lambda: _count(other_engine, 1))
+        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        async with other_engine.begin() as conn:  # as retention would, after a week
+            await conn.execute(sa.text("DELETE FROM processed_events"))
+
+        broken = False
+        assert await DeadLetters(client, publisher).replay(AUTH_EVENTS) == 1
+        await wait_for(lambda: _count(engine, 1))
+        await wait_for(
+            lambda: (
+                events_consumed(AUTH_EVENTS, "others", "user.registered", "ignored") == ignored + 1
+            )
+        )
+        assert len(await effects(other_engine)) == 1
+    finally:
+        for c in (failing, other):
+            await c.broker.stop()
+        await publisher.stop()
+        await client.aclose()
+        await other_engine.dispose()
+
+
 async def _exists(client: redis.Redis, key: str) -> bool:
     return bool(await client.exists(key)) and await client.xlen(key) > 0
 
