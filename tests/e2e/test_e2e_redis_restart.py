@@ -43,6 +43,28 @@ def test_orders_placed_around_a_redis_restart_all_finish(
     eventually(lambda: confirmed_in_list(api, customer) == placed, timeout=30)
 
 
+def test_services_restarted_while_redis_is_down_serve_and_catch_up(
+    api: httpx.Client, admin: User, customer: User, stack: Stack
+) -> None:
+    """product_service and order_service start without Redis: they serve, their commands
+    commit, and their consumers start once Redis is back, so every order ends."""
+    assert stack.redis is not None, "the end-to-end stack runs its own Redis"
+    product = create_product(api, admin, stock=100)
+    services = ("product_service", "order_service")
+    stack.redis.stop()
+    try:
+        stack.stop(services)
+        stack.start(services)
+        stack.wait_ready(timeout=60)
+        placed = [submit_order(api, customer, product["id"]) for _ in range(5)]
+        assert {o["status"] for o in placed} == {"ORDER_STATUS_PENDING"}
+    finally:
+        stack.redis.start()
+    orders = [wait_terminal(api, customer, o["id"], timeout=90) for o in placed]
+    assert {o["status"] for o in orders} == {"ORDER_STATUS_CONFIRMED"}, orders
+    eventually(lambda: stock_of(api, product["id"]) == 100 - len(orders), timeout=30)
+
+
 def confirmed_in_list(api: httpx.Client, customer: User) -> set[str]:
     response = api.get("/v1/orders", headers=customer.headers, params={"page_size": 50})
     assert response.status_code == 200, response.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -23,7 +24,7 @@ from tienda_platform.auth import (
 from tienda_platform.consumers import EventConsumer, replica_name
 from tienda_platform.database import create_engine, migrate, session_factory
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
-from tienda_platform.messaging import create_broker, watch_streams
+from tienda_platform.messaging import create_broker, start_consumers, watch_streams
 from tienda_platform.outbox import OutboxRelay
 
 from order_service.adapters.payments import SimulatedPaymentProvider
@@ -65,6 +66,8 @@ class OrderApp:
     # Jobs that run while the server serves (outbox relay, saga worker, ...).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     saga_worker: SagaWorker | None = None
+    # declares the groups and starts the broker, retrying while Redis is away
+    consumers_started: asyncio.Task[None] | None = None
 
     def grpc_server(self, *, port: int | None = None, metrics: bool = True) -> GrpcServer:
         """The gRPC server; every method needs a bearer token."""
@@ -92,15 +95,17 @@ class OrderApp:
 
     async def prepare(self) -> None:
         """Migrate, then declare the consumer groups (from the start of their streams) and
-        start the broker, so that no event published before is missed."""
+        start the broker, so that no event published before is missed; while Redis cannot
+        be reached, serve without them (see start_consumers)."""
         await self.migrate()
-        for consumer in self.consumers:
-            await consumer.declare()
         if self.broker is not None:
-            await self.broker.start()
+            self.consumers_started = await start_consumers(self.broker, self.consumers)
 
     async def cleanup(self) -> None:
         """Stop the broker, close channels and dispose of the database engine."""
+        if self.consumers_started is not None:
+            self.consumers_started.cancel()
+            await asyncio.gather(self.consumers_started, return_exceptions=True)
         if self.broker is not None:
             await self.broker.stop()
         for close in self.closers:

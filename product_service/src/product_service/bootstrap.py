@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from tienda_platform.auth import JwksKeySource, TokenVerifier, grpc_jwks_fetcher
 from tienda_platform.consumers import EventConsumer, replica_name
 from tienda_platform.database import create_engine, migrate, session_factory
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
-from tienda_platform.messaging import create_broker, watch_streams
+from tienda_platform.messaging import create_broker, start_consumers, watch_streams
 from tienda_platform.outbox import OutboxRelay, take_recorded
 from tienda_platform.telemetry import instrument_engine
 
@@ -58,6 +59,8 @@ class ProductApp:
     server: GrpcServer
     engine: AsyncEngine | None
     messaging: Messaging | None = None
+    # declares the group and starts the broker, retrying while Redis is away
+    consumers_started: asyncio.Task[None] | None = None
 
     @property
     def background(self) -> list[Callable[[], Awaitable[None]]]:
@@ -78,15 +81,20 @@ class ProductApp:
     async def prepare(self) -> None:
         """Everything before serving: migrations, the demo catalogue when asked for, then the
         consumer group (declared from the start of its streams, so that no event published
-        before is missed) and the broker."""
+        before is missed) and the broker; while Redis cannot be reached, serve without them
+        (see start_consumers)."""
         await self.migrate()
         if self.settings.seed_demo:
             await seed_demo_products(deps=self.deps)
         if self.messaging is not None:
-            await self.messaging.consumer.declare()
-            await self.messaging.broker.start()
+            self.consumers_started = await start_consumers(
+                self.messaging.broker, [self.messaging.consumer]
+            )
 
     async def close(self) -> None:
+        if self.consumers_started is not None:
+            self.consumers_started.cancel()
+            await asyncio.gather(self.consumers_started, return_exceptions=True)
         if self.messaging is not None:
             await self.messaging.broker.stop()
         if self.engine is not None:

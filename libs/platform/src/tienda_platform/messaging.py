@@ -12,12 +12,15 @@ from faststream import BaseMiddleware
 from faststream.redis import RedisBroker
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from faststream.redis.prometheus import RedisPrometheusMiddleware
+from loguru import logger
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import REGISTRY, Gauge
+from redis.exceptions import RedisError
 from tienda_contracts.topology import Subscription, dead_letter_stream
 
 from tienda_platform import telemetry
+from tienda_platform.consumers import EventConsumer
 
 CONSUMER_PENDING = Gauge(
     "tienda_consumer_pending",
@@ -64,6 +67,45 @@ class EventTelemetryMiddleware(RedisTelemetryMiddleware):
             middleware._current_span = span
             middleware._origin_context = otel_context.get_current()
         return middleware
+
+
+async def start_consumers(
+    broker: RedisBroker, consumers: Sequence[EventConsumer], *, wait: float = 5.0
+) -> asyncio.Task[None]:
+    """Declare the consumers' groups (from the start of their streams) and start the broker,
+    in a task that retries until Redis answers; wait up to `wait` seconds for it.
+
+    With Redis up this is the usual start. With Redis down the service serves anyway: its
+    commands commit, their events wait in the outbox (the relay retries on its own), and
+    the consumers start, missing nothing, once Redis is back. Cancel the task on shutdown."""
+    started = asyncio.create_task(_start_when_redis_answers(broker, consumers))
+    await asyncio.wait([started], timeout=wait)
+    if started.done():
+        started.result()  # anything but Redis being away is a bug: let it stop the start-up
+    return started
+
+
+async def _start_when_redis_answers(
+    broker: RedisBroker, consumers: Sequence[EventConsumer]
+) -> None:
+    delay = 0.1
+    while True:
+        try:
+            for consumer in consumers:
+                await consumer.declare()
+            await broker.start()
+            if delay > 0.1:
+                logger.info("Redis answers: the event consumers have started")
+            return
+        except (RedisError, OSError) as error:
+            if delay == 0.1:
+                logger.warning(
+                    "Redis cannot be reached ({error}): serving without event consumers, "
+                    "which start once it answers; events wait in the outbox meanwhile",
+                    error=f"{type(error).__name__}: {error}",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _lag(client: Any, stream: str, last_delivered: bytes) -> int:

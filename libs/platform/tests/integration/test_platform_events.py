@@ -480,6 +480,34 @@ async def test_a_replayed_dead_letter_is_handled_again_by_its_group_only(
         await other_engine.dispose()
 
 
+async def test_consumers_start_once_redis_answers_and_miss_nothing(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A service started while Redis is down serves (start_consumers does not wait for ever)
+    and its consumers start when Redis does, from the start of their streams."""
+    from tienda_platform.messaging import start_consumers
+    from tienda_platform.redis_server import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port())
+    broker = RedisBroker(server.url)
+    reader = consumer(broker, engine, "r1")
+    starting = await start_consumers(broker, [reader], wait=0.3)
+    publisher = RedisBroker(server.url)
+    try:
+        assert not starting.done()  # Redis is not there: the service goes on without it
+        await write_events(engine, ["early"])  # state changes commit meanwhile
+        server.start()
+        relay = OutboxRelay(engine=engine, broker=publisher)
+        await wait_for(relay.publish_batch, within=10)  # an event published at once
+        await wait_for(lambda: _count(engine, 1), within=20)
+        assert starting.done() and starting.exception() is None
+    finally:
+        starting.cancel()
+        await broker.stop()
+        await publisher.stop()
+        server.stop()
+
+
 async def _exists(client: redis.Redis, key: str) -> bool:
     return bool(await client.exists(key)) and await client.xlen(key) > 0
 
