@@ -9,7 +9,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -169,5 +170,7 @@ class Readiness:
 
 
 async def metrics_page(request: Request, params: dict[str, str]) -> Response:
-    """Prometheus exposition of every metric of this process."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition of every metric of this process: OpenMetrics (with the latency
+    histograms' exemplars) for a scraper that asks for it, as Prometheus does, else text."""
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(REGISTRY), media_type=content_type)

@@ -10,6 +10,7 @@ import time
 
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tienda_platform.telemetry import exemplar
 
 from gateway import metrics
 
@@ -42,7 +43,7 @@ class RequestObservability:
             method = metrics.bounded_method(scope["method"])
             route = scope.get(ROUTE_SCOPE_KEY, metrics.UNMATCHED_ROUTE)
             metrics.http_requests(method, route, status_code).inc()
-            metrics.http_seconds(method, route).observe(elapsed)
+            metrics.http_seconds(method, route).observe(elapsed, exemplar=exemplar())
             logger.info(
                 "{http_method} {route} {status_code}",
                 http_method=method,

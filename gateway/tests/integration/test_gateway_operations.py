@@ -105,3 +105,17 @@ async def test_one_access_log_line_per_request_without_the_token(
     assert line["event.duration_ms"] >= 0
     assert "very-secret-token" not in str(log_records)
     assert "secretish" not in str(log_records)
+
+
+async def test_metrics_in_openmetrics_for_a_scraper_that_asks(client: httpx.AsyncClient) -> None:
+    """Prometheus asks for OpenMetrics, the format that carries exemplars."""
+    await client.get(f"/v1/products/{MUG_ID}")
+    asked = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert asked.headers["content-type"].startswith("application/openmetrics-text")
+    assert asked.text.rstrip().endswith("# EOF")
+    assert "http_server_request_duration_seconds_bucket{" in asked.text
+    plain = await client.get("/metrics")
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert "# EOF" not in plain.text

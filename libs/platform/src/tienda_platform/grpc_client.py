@@ -67,7 +67,9 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             raise
         finally:
             _handled(service, name, code.name).inc()
-            _seconds(service, name).observe(time.perf_counter() - started)
+            _seconds(service, name).observe(
+                time.perf_counter() - started, exemplar=telemetry.exemplar()
+            )
         return call
 
 

@@ -23,7 +23,7 @@ from tienda_platform.auth import TokenVerifier, bind_principal
 from tienda_platform.database import unreachable
 from tienda_platform.errors import InvalidArgument, ServiceError, Unauthenticated
 from tienda_platform.ids import new_id
-from tienda_platform.telemetry import set_span_attributes
+from tienda_platform.telemetry import exemplar, set_span_attributes
 
 UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -210,4 +210,6 @@ class MetricsInterceptor(UnaryInterceptor):
             raise
         finally:
             GRPC_SERVER_HANDLED.labels(service, name, code).inc()
-            GRPC_SERVER_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+            GRPC_SERVER_SECONDS.labels(service, name).observe(
+                time.perf_counter() - started, exemplar=exemplar()
+            )

@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from prometheus_client import REGISTRY
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 from tienda_platform.grpc_client import create_channel
 
 pytestmark = pytest.mark.integration
@@ -51,6 +54,30 @@ async def test_each_call_is_counted_by_the_status_it_got(health_server: str) -> 
     assert handled("OK") == ok + 1
     assert handled("NOT_FOUND") == not_found + 1
     assert timed() == count + 2
+
+
+async def test_a_call_in_a_sampled_trace_leaves_its_trace_id_as_an_exemplar(
+    health_server: str,
+) -> None:
+    kept, dropped = TracerProvider(), TracerProvider(sampler=ParentBasedTraceIdRatio(0.0))
+    async with create_channel(health_server) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        with kept.get_tracer("t").start_as_current_span("caller") as caller:
+            await stub.Check(health_pb2.HealthCheckRequest(service="tienda.Known"))
+        trace_id = format(caller.get_span_context().trace_id, "032x")
+        assert trace_id in exemplars()
+        with dropped.get_tracer("t").start_as_current_span("not kept") as other:
+            await stub.Check(health_pb2.HealthCheckRequest(service="tienda.Known"))
+        # a trace that is not kept leaves none (there would be nothing to open)
+        assert format(other.get_span_context().trace_id, "032x") not in exemplars()
+
+
+def exemplars() -> str:
+    return "\n".join(
+        line
+        for line in openmetrics(REGISTRY).decode().splitlines()
+        if line.startswith("grpc_client_handling_seconds_bucket{") and "# {trace_id=" in line
+    )
 
 
 async def test_a_call_that_never_reached_a_server_is_counted_unavailable() -> None:

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 from prometheus_client import REGISTRY
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 from tienda_platform.auth import current_principal
 from tienda_platform.errors import InvalidArgument, NotFound
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig, run_until_signalled
@@ -257,6 +258,15 @@ async def test_with_tracing_on_health_watch_streams_and_calls_are_traced(
     names = [s.name for s in collected.spans]
     assert f"/{SERVICE}/GetJwks" in names
     assert not [n for n in names if "grpc.health" in n]
+    # the call's duration carries its trace as an exemplar, in the OpenMetrics exposition
+    (handled,) = [s for s in collected.spans if s.name == f"/{SERVICE}/GetJwks"]
+    trace_id = format(handled.context.trace_id, "032x")
+    assert any(
+        line.startswith("grpc_server_handling_seconds_bucket{")
+        and 'grpc_method="GetJwks"' in line
+        and f'# {{trace_id="{trace_id}"}}' in line
+        for line in openmetrics(REGISTRY).decode().splitlines()
+    )
 
 
 @contextlib.contextmanager
