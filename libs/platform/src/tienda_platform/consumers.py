@@ -16,7 +16,9 @@ Designed around FastStream's Redis stream behaviour (checked against the pinned 
 - the claiming subscriber only claims, so each stream has both subscribers;
 - the batch parser decodes bodies as JSON, and ours are protobuf: a parser of our own
   keeps them as bytes (with each entry's headers, which carry its trace context);
-- after `max_attempts` failures an entry moves to `<stream>.dead-letter` with its error.
+- after `max_attempts` failures an entry moves to `<stream>.dead-letter` with its error;
+  attempts are Redis's own count of an entry's deliveries (XPENDING), so that an entry whose
+  handling ends the process (it never fails, it never finishes) is dead-lettered too.
 """
 
 from __future__ import annotations
@@ -167,6 +169,9 @@ class EventConsumer:
         async def handle(entries: Any) -> None:
             await self.handle_batch(stream, entries)
 
+        async def handle_claimed(entries: Any) -> None:
+            await self.handle_batch(stream, entries, claimed=True)
+
         reader = StreamSub(
             stream,
             group=self.group,
@@ -183,11 +188,11 @@ class EventConsumer:
             min_idle_time=self.claim_idle_ms,
             batch=True,
         )
-        for sub in (reader, claimer):
+        for sub, handler in ((reader, handle), (claimer, handle_claimed)):
             # acknowledged by handle_batch, entry by entry, once their transaction committed
             self.broker.subscriber(
                 stream=sub, ack_policy=AckPolicy.MANUAL, parser=self._parse, decoder=_entries
-            )(handle)
+            )(handler)
 
     async def _parse(self, raw: Any) -> BatchMessage:
         """A batch of entries with their bodies as bytes and each entry's headers (an entry
@@ -218,13 +223,28 @@ class EventConsumer:
                 if "BUSYGROUP" not in str(error):
                     raise
 
-    async def handle_batch(self, stream: str, entries: list[Entry]) -> None:
+    async def handle_batch(
+        self, stream: str, entries: list[Entry], *, claimed: bool = False
+    ) -> None:
         """Handle a batch read from stream and XACK every entry that is done with: handled,
-        a duplicate, ignored or dead-lettered. Failed entries stay pending for a retry."""
+        a duplicate, ignored or dead-lettered. Failed entries stay pending for a retry.
+
+        `claimed`: the batch was taken over from the group's pending entries (XAUTOCLAIM),
+        which Redis has delivered before, as many times as it counts: an entry delivered
+        more than max_attempts times has had that many attempts, and those that did not fail
+        never finished (its handler ended the process), so it is dead-lettered unrun."""
         started = time.perf_counter()
         done: list[bytes] = []
         decoded: list[_Decoded] = []
+        deliveries = await self._deliveries(stream, entries) if claimed else {}
         for entry in entries:
+            if deliveries.get(entry.id, 1) > self.max_attempts:
+                reason = (
+                    f"delivered {deliveries[entry.id]} times and never acknowledged: its "
+                    f"handling failed or ended the process (max_attempts={self.max_attempts})"
+                )
+                await self.dead_letter(stream, entry.id, entry.body, reason)
+                continue
             event = await self._decode(stream, entry)
             if event is None:
                 done.append(entry.id)
@@ -240,7 +260,7 @@ class EventConsumer:
             decoded = []
         for event in decoded:
             try:
-                await self._run_alone(stream, event)
+                await self._run_alone(stream, event, deliveries.get(event.entry.id, 1))
             except Exception:  # recorded by _run_alone; the entry stays pending
                 continue
             done.append(event.entry.id)
@@ -252,7 +272,7 @@ class EventConsumer:
         """Handle one entry on its own (no XACK); raise to leave it pending for a retry."""
         event = await self._decode(stream, Entry(id=entry_id, body=body, headers={}))
         if event is not None:
-            await self._run_alone(stream, event)
+            await self._run_alone(stream, event, delivery=1)
 
     async def _decode(self, stream: str, entry: Entry) -> _Decoded | None:
         """The event and its handler; None when there is nothing to run (no handler for its
@@ -321,13 +341,24 @@ class EventConsumer:
             self.after_commit()
         return True
 
-    async def _run_alone(self, stream: str, event: _Decoded) -> None:
+    async def _deliveries(self, stream: str, entries: list[Entry]) -> dict[bytes, int]:
+        """How many times Redis has delivered each of these pending entries to the group."""
+        client = await self.broker.connect()
+        async with client.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xpending_range(stream, self.group, min=entry.id, max=entry.id, count=1)
+            replies = await pipe.execute()
+        return {
+            reply[0]["message_id"]: int(reply[0]["times_delivered"]) for reply in replies if reply
+        }
+
+    async def _run_alone(self, stream: str, event: _Decoded, delivery: int) -> None:
         started = time.perf_counter()
         with self._span(stream, event, quiet=False):
             try:
                 result = await self._run_once(event.envelope, event.payload, event.handler)
             except Exception as error:
-                await self._failed(stream, event.entry.id, event.entry.body, event.envelope, error)
+                await self._failed(stream, event, error, delivery)
                 raise
         EVENTS_CONSUMED.labels(stream, self.group, event.envelope.type, result).inc()
         EVENT_SECONDS.labels(stream, self.group).observe(time.perf_counter() - started)
@@ -398,24 +429,22 @@ class EventConsumer:
         async with self._sessions() as session:
             return await session.get(ProcessedEvent, (self.group, event_id)) is not None
 
-    async def _failed(
-        self, stream: str, entry_id: bytes, body: bytes, envelope: EventEnvelope, error: Exception
-    ) -> None:
-        client = await self.broker.connect()
-        key = f"tienda:attempts:{stream}:{self.group}"
-        attempts = await client.hincrby(key, entry_id, 1)
+    async def _failed(self, stream: str, event: _Decoded, error: Exception, delivery: int) -> None:
+        """A failed attempt: the entry stays pending for the claiming subscriber, whose
+        claim Redis counts as one more delivery; the last attempt dead-letters it."""
+        envelope = event.envelope
         EVENTS_CONSUMED.labels(stream, self.group, envelope.type, "failed").inc()
         logger.opt(exception=error).warning(
             "{group} failed on {event_type} (attempt {attempts}/{max})",
             group=self.group,
             event_type=envelope.type,
-            attempts=attempts,
+            attempts=delivery,
             max=self.max_attempts,
             event_id=envelope.id,
         )
-        if attempts >= self.max_attempts:
-            await self.dead_letter(stream, entry_id, body, f"{type(error).__name__}: {error}")
-            await client.hdel(key, entry_id)
+        if delivery >= self.max_attempts:
+            reason = f"{type(error).__name__}: {error}"
+            await self.dead_letter(stream, event.entry.id, event.entry.body, reason)
 
     async def dead_letter(self, stream: str, entry_id: bytes, body: bytes, error: str) -> None:
         """Park the entry in the dead-letter stream and acknowledge it."""

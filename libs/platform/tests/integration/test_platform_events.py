@@ -377,6 +377,48 @@ async def test_entries_of_a_crashed_consumer_are_reclaimed_and_applied_once(
         await client.aclose()
 
 
+async def test_an_event_whose_handling_ends_the_process_is_dead_lettered_unrun(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    """A handler that kills its process never fails, so no failure is ever counted: Redis's
+    count of the entry's deliveries is, and past max_attempts the entry is dead-lettered."""
+    from tienda_platform.dead_letters import DeadLetters
+
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, ["kills-its-handler"])
+    await OutboxRelay(engine=engine, broker=publisher).publish_batch()
+    client = redis.Redis.from_url(redis_url)
+    await client.xgroup_create(AUTH_EVENTS, "tests", id="0")
+    # three replicas in turn took the entry over and died handling it
+    ((_, [(entry_id, _)]),) = await client.xreadgroup("tests", "replica-1", {AUTH_EVENTS: ">"})
+    for replica in ("replica-2", "replica-3"):
+        await client.xclaim(AUTH_EVENTS, "tests", replica, 0, [entry_id])
+    ran: list[str] = []
+
+    async def deadly(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+        ran.append(envelope.id)  # what would end the process again
+
+    survivor = consumer(
+        RedisBroker(redis_url),
+        engine,
+        "survivor",
+        handler=deadly,
+        max_attempts=3,
+        claim_idle_ms=100,
+    )
+    await started(survivor)
+    try:
+        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        (letter,) = await DeadLetters(client, publisher).list(AUTH_EVENTS)
+        assert "delivered 4 times and never acknowledged" in letter.error
+        assert ran == []
+        await wait_for(lambda: _pending_and_delivered(client, 1))
+    finally:
+        await survivor.broker.stop()
+        await publisher.stop()
+        await client.aclose()
+
+
 def _envelope_bytes(fields: dict[bytes, bytes]) -> bytes:
     from faststream.redis.parser import BinaryMessageFormatV1
 
