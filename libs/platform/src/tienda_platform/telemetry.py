@@ -15,10 +15,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from loguru import logger
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
@@ -63,18 +64,30 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
     if _configured or not tracing_enabled():
         return
     _configured = True
+    # the service's own values, unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES say
+    # otherwise (the standard variables win)
     resource = Resource.create(
         {
-            "service.name": os.environ.get("OTEL_SERVICE_NAME", service_name),
+            "service.name": service_name,
             "service.version": service_version,
             "deployment.environment": environment,
         }
-    )
+    ).merge(OTELResourceDetector().detect())
     # nothing is recorded until something receives the spans (record_spans)
     provider = TracerProvider(resource=resource, sampler=configured_sampler(recording=False))
     trace.set_tracer_provider(provider)
     if exporting():
         from tienda_platform.otlp import FastOTLPSpanExporter
+
+        protocol = os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        )
+        if protocol and protocol.strip().lower() != "grpc":
+            logger.warning(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: tienda exports spans over OTLP/gRPC "
+                "only; point OTEL_EXPORTER_OTLP_ENDPOINT at a gRPC receiver (port 4317)",
+                protocol=protocol,
+            )
 
         record_spans(BatchSpanProcessor(FastOTLPSpanExporter()))
     from opentelemetry.instrumentation.redis import RedisInstrumentor

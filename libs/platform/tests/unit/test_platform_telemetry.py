@@ -180,3 +180,60 @@ with telemetry.tracer.start_as_current_span("request") as span:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(recording), str(recording), "True"]
+    if not endpoint:  # nothing exported, and nothing said about it either
+        assert done.stderr == ""
+
+
+def _configured_in_a_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = """
+import json
+from opentelemetry import trace
+from tienda_platform import telemetry
+telemetry.configure_tracing(service_name="svc", service_version="1.2.3", environment="test")
+print(json.dumps(dict(trace.get_tracer_provider().resource.attributes)))
+"""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_standard_variables_override_the_services_resource_attributes() -> None:
+    import json
+
+    own = json.loads(_configured_in_a_process({}).stdout)
+    assert (own["service.name"], own["service.version"], own["deployment.environment"]) == (
+        "svc",
+        "1.2.3",
+        "test",
+    )
+    done = _configured_in_a_process(
+        {
+            "OTEL_SERVICE_NAME": "svc-eu",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging,service.version=9,team=shop",
+        }
+    )
+    told = json.loads(done.stdout)
+    assert (told["service.name"], told["service.version"], told["deployment.environment"]) == (
+        "svc-eu",
+        "9",
+        "staging",
+    )
+    assert told["team"] == "shop"
+
+
+def test_an_otlp_protocol_other_than_grpc_is_called_out_at_start() -> None:
+    done = _configured_in_a_process(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        }
+    )
+    assert done.returncode == 0, done.stderr
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in done.stderr
+    assert "OTLP/gRPC only" in done.stderr
