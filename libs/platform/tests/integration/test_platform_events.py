@@ -239,9 +239,22 @@ async def _unsent(engine: AsyncEngine) -> int:
     return int(count or 0)
 
 
+@pytest.fixture
+async def engine_of_each(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The engine fixture's tables, on SQLite and on PostgreSQL."""
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(PLATFORM_METADATA.create_all)
+    yield engine
+    await engine.dispose()
+
+
 async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
-    tmp_path: Path, engine: AsyncEngine
+    tmp_path: Path, engine_of_each: AsyncEngine
 ) -> None:
+    """On PostgreSQL the relay holds an advisory lock and its batch's rows while it publishes:
+    a publish that fails must give both back, or the events would wait for ever."""
+    engine = engine_of_each
     from tienda_platform.redis_server import EmbeddedRedis, free_port
 
     port = free_port()
