@@ -20,6 +20,13 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "observability" / "prometheus" / "prometheus.yml"
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def compose_features() -> list[str]:
+    """The --enable-feature flags docker-compose.yml gives Prometheus (exemplar storage)."""
+    command = yaml.safe_load(COMPOSE.read_text())["services"]["prometheus"]["command"]
+    return [flag for flag in command if flag.startswith("--enable-feature=")]
 
 
 def prometheus_binary() -> str:
@@ -60,6 +67,7 @@ def prometheus(stack: Stack, tmp_path: Path) -> Iterator[str]:
             f"--config.file={config_file}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            *compose_features(),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -114,28 +122,97 @@ def jobs(result: list[dict]) -> set[str]:
 
 
 def test_prometheus_scrapes_red_outbox_and_saga_series(
-    prometheus: str, api: httpx.Client, admin: User, customer: User
+    prometheus: str, api: httpx.Client, admin: User, customer: User, stack: Stack
 ) -> None:
+    mode = stack.env["ORDER_SAGA_MODE"]
+    services = {"auth_service", "product_service", "order_service"}
+    publishers = services  # each has an outbox
+    consumers = {"product_service", "order_service"}
+    eventually(prometheus, "up == 1", until=lambda r: jobs(r) == services | {"gateway"})
     product = create_product(api, admin, stock=2)
     place_order(api, customer, product["id"], 1)
-
-    services = {"auth_service", "product_service", "order_service"}
-    eventually(prometheus, "up == 1", until=lambda r: jobs(r) == services | {"gateway"})
+    # a series is new at its first scrape, which no rate counts: a second order, once the
+    # first one's series are scraped, is one that rates see
+    eventually(
+        prometheus,
+        'grpc_server_handling_seconds_count{job="order_service", grpc_method="CreateOrder"}',
+    )
+    place_order(api, customer, product["id"], 1)
     eventually(
         prometheus,
         "sum by (job) (grpc_server_handled_total)",
         until=lambda r: jobs(r) >= services,
     )
     eventually(prometheus, 'http_server_requests_total{job="gateway", route="/v1/orders"}')
+    # a latency quantile that is a number, not NaN
     eventually(
         prometheus,
-        "histogram_quantile(0.99, sum by (le) (rate(grpc_server_handling_seconds_bucket[1m])))",
+        'histogram_quantile(0.99, sum by (le) (rate(grpc_server_handling_seconds_bucket{job="order_service"}[1m])))',
+        until=lambda r: bool(r) and r[0]["value"][1] not in ("NaN", "+Inf"),
     )
-    eventually(prometheus, 'grpc_client_handled_total{job="gateway"}')
-    eventually(prometheus, "tienda_outbox_backlog")
-    eventually(prometheus, "tienda_events_published_total")
-    eventually(prometheus, "tienda_events_consumed_total")
-    eventually(prometheus, "tienda_saga_outcomes_total")
-    eventually(prometheus, "tienda_build_info")
+    # client side: the gateway's calls, and order_service's own to product_service
+    eventually(
+        prometheus,
+        "sum by (job) (grpc_client_handled_total)",
+        until=lambda r: jobs(r) >= {"gateway", "order_service"},
+    )
+    eventually(
+        prometheus,
+        'grpc_client_handled_total{job="order_service", grpc_service="product.v1.ProductService"}',
+    )
+    for metric in ("tienda_outbox_backlog", "tienda_outbox_oldest_unsent_age_seconds"):
+        eventually(prometheus, metric, until=lambda r: jobs(r) >= publishers)
+    eventually(prometheus, "tienda_events_published_total", until=lambda r: jobs(r) >= publishers)
+    eventually(prometheus, "tienda_events_consumed_total", until=lambda r: jobs(r) >= consumers)
+    for metric in ("tienda_consumer_pending", "tienda_consumer_lag"):
+        eventually(prometheus, metric, until=lambda r: jobs(r) >= consumers)
+    # the saga's own group, not only the notification groups
+    eventually(prometheus, 'tienda_consumer_lag{job="order_service", group="order_service"}')
+    eventually(prometheus, "tienda_dead_letters", until=lambda r: jobs(r) >= consumers)
+    eventually(
+        prometheus,
+        f'tienda_saga_outcomes_total{{job="order_service", mode="{mode}"}}',
+    )
+    eventually(prometheus, "tienda_emails_total", until=lambda r: jobs(r) == {"order_service"})
+    eventually(
+        prometheus, "faststream_published_messages_total", until=lambda r: jobs(r) >= publishers
+    )
+    eventually(
+        prometheus, "faststream_received_messages_total", until=lambda r: jobs(r) >= consumers
+    )
+    eventually(prometheus, "tienda_build_info", until=lambda r: jobs(r) >= services)
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert rules, "the project's alert rules load"
+
+
+def test_latency_exemplars_link_the_metrics_to_traces(
+    prometheus: str, api: httpx.Client, admin: User, customer: User
+) -> None:
+    """The services record the trace id of a sampled request with its duration, and the
+    OpenMetrics scrape brings it to Prometheus, for Grafana's exemplar links to Jaeger."""
+    product = create_product(api, admin, stock=2)
+    place_order(api, customer, product["id"], 1)
+    wanted = {"gateway", "order_service", "product_service"}
+
+    def exemplar_jobs() -> set[str]:
+        now = time.time()
+        response = httpx.get(
+            f"{prometheus}/api/v1/query_exemplars",
+            params={
+                "query": "grpc_server_handling_seconds_bucket or http_server_request_duration_seconds_bucket",
+                "start": now - 300,
+                "end": now + 60,
+            },
+            timeout=5,
+        )
+        response.raise_for_status()
+        found = set()
+        for series in response.json()["data"]:
+            if any(len(e["labels"].get("trace_id", "")) == 32 for e in series["exemplars"]):
+                found.add(series["seriesLabels"]["job"])
+        return found
+
+    deadline = time.monotonic() + 30
+    while not wanted <= (found := exemplar_jobs()):
+        assert time.monotonic() < deadline, f"exemplars only from {found}"
+        time.sleep(0.25)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tienda_platform.auth import JwksKeySource, TokenVerifier
 from tienda_platform.database import create_engine, migrate, session_factory
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
+from tienda_platform.messaging import create_broker
 from tienda_platform.outbox import OutboxRelay
 from tienda_platform.telemetry import instrument_engine
 
@@ -89,7 +90,8 @@ def bootstrap(
         engine = create_engine(settings.database_url)
         instrument_engine(engine)
         # Connects lazily: a Redis outage delays events but never blocks start-up or writes.
-        broker = RedisBroker(settings.redis_url)
+        # FastStream's tracing and Prometheus middlewares, as in every publishing service
+        broker = create_broker(settings.redis_url, service_name="auth_service")
         relay = OutboxRelay(engine=engine, broker=broker)
         uow = partial(SqlUnitOfWork, session_factory(engine), after_commit=relay.notify)
         read_uow = partial(SqlUnitOfWork, session_factory(engine, read_only=True))
