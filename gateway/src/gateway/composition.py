@@ -2,7 +2,8 @@
 
 The order comes first (its errors are the answer's errors); products and customer are then
 fetched together. When product_service or auth_service cannot answer, the order still comes
-back, 200, with its own snapshots (item names and prices) and `"degraded": true`.
+back, 200, with its own snapshots (item names and prices, the customer's name) and
+`"degraded": true`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class OrderDetails:
         customer = None
         if user is not None:
             customer = {name: getattr(user, name) for name in CUSTOMER_FIELDS}
+        elif user_missing:
+            customer = _customer_snapshot(order)
         return json_response(
             {
                 "order": response_json(order),
@@ -88,6 +91,11 @@ class OrderDetails:
         if reply is None:
             return None, degraded
         return [response_json(product) for product in reply.products], False
+
+
+def _customer_snapshot(order: order_pb2.Order) -> dict[str, str]:
+    """The customer as the order knows them; the order holds no email, so it is empty."""
+    return {"id": order.customer_id, "email": "", "full_name": order.customer_name}
 
 
 async def _optional(
@@ -128,12 +136,15 @@ def describe(schemas: SchemaRegistry) -> dict[str, Any]:
             },
             "customer": {
                 "anyOf": [customer, {"type": "null"}],
-                "description": "The customer; null when degraded or deleted.",
+                "description": "The customer; null when deleted. When auth_service cannot "
+                "answer (degraded), the order's snapshot: its customer_id and customer_name, "
+                "and an empty email.",
             },
             "degraded": {
                 "type": "boolean",
                 "description": "True when products or customer could not be fetched; the "
-                "order's own snapshots (item names and prices) are still there.",
+                "order's own snapshots (item names and prices, the customer's name) are still "
+                "there.",
             },
         },
     }

@@ -51,7 +51,19 @@ async def test_degraded_without_auth_service(
     await upstreams["auth"].server.stop(None)
     response = await client.get(f"/v1/orders/{ORDER_ID}/details", headers=TOKEN)
     body = response.json()
-    assert (response.status_code, body["degraded"], body["customer"]) == (200, True, None)
+    assert (response.status_code, body["degraded"]) == (200, True)
+    # the order's own snapshot of its customer; the order holds no email
+    assert body["customer"] == {"id": CUSTOMER_ID, "email": "", "full_name": "Ada Lovelace"}
+    assert len(body["products"]) == 2
+
+
+async def test_a_deleted_customer_is_null_without_degrading(
+    client: httpx.AsyncClient, upstreams: dict[str, Upstream]
+) -> None:
+    upstreams["auth"].fake.deleted_users.add(CUSTOMER_ID)
+    response = await client.get(f"/v1/orders/{ORDER_ID}/details", headers=TOKEN)
+    body = response.json()
+    assert (response.status_code, body["degraded"], body["customer"]) == (200, False, None)
     assert len(body["products"]) == 2
 
 

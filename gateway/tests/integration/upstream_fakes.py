@@ -121,6 +121,8 @@ def the_order() -> Any:
     return order_pb2.Order(
         id=ORDER_ID,
         customer_id=CUSTOMER_ID,
+        # not auth's "Ada": the details tell which of the two the customer came from
+        customer_name="Ada Lovelace",
         status=order_pb2.ORDER_STATUS_CONFIRMED,
         items=[
             order_pb2.OrderItem(
@@ -169,6 +171,7 @@ class FakeOrders(order_pb2_grpc.OrderServiceServicer, Recorder):
 class FakeAuth(auth_pb2_grpc.AuthServiceServicer, Recorder):
     def __init__(self) -> None:
         Recorder.__init__(self)
+        self.deleted_users: set[str] = set()
 
     def _user(self, user_id: str) -> Any:
         return auth_pb2.User(
@@ -177,6 +180,8 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer, Recorder):
 
     async def GetUser(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.record("GetUser", request, context)
+        if request.id in self.deleted_users:
+            raise NotFound("user not found")
         return self._user(request.id)
 
     async def GetCurrentUser(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
