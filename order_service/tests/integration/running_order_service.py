@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from order.v1 import order_pb2, order_pb2_grpc
 from order_service.bootstrap import OrderApp, bootstrap
 from order_service.config import Settings
-from order_service.service_layer.ports import StockLine
+from order_service.service_layer.ports import PaymentProvider, StockLine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -192,18 +192,21 @@ async def run_order_service(
     catalog: FakeProductCatalog,
     saga_mode: str,
     scratch: Path,
+    payments: PaymentProvider | None = None,
+    payment_timeout_seconds: float = 0.2,
 ) -> AsyncIterator[RunningOrderService]:
     """Serve order_service on a free port with its background jobs, and (in choreography) the
-    product_service stand-in; stop everything on exit."""
+    product_service stand-in; stop everything on exit. Payments go to the simulated provider
+    unless `payments` is given."""
     settings = Settings(
         database_url=database_url,
         redis_url=redis_url,
         saga_mode=saga_mode,
-        payment_timeout_seconds=0.2,
+        payment_timeout_seconds=payment_timeout_seconds,
         saga_poll_seconds=0.05,
         bind_host="127.0.0.1",
     )
-    app = bootstrap(settings=settings, catalog=catalog, verifier=mint.verifier())
+    app = bootstrap(settings=settings, catalog=catalog, payments=payments, verifier=mint.verifier())
     server = app.grpc_server(port=0, metrics=False)
     await server.start()
     await app.prepare()

@@ -18,7 +18,7 @@ from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
 from tienda_platform.testing import TokenMint, events_consumed
 
-from ..unit.fakes import FakeProductCatalog, wait_until
+from ..unit.fakes import FakePaymentProvider, FakeProductCatalog, wait_until
 from .running_order_service import RunningOrderService, run_order_service
 
 pytestmark = pytest.mark.integration
@@ -35,20 +35,53 @@ def saga_mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def stocked_catalog() -> FakeProductCatalog:
+    catalog = FakeProductCatalog()
+    catalog.add(MUG, name="Mug", price_cents=1250, stock=10)
+    catalog.add(TEA, name="Tea", price_cents=499, stock=5)
+    return catalog
+
+
 @pytest.fixture
 async def service(
     database_url: str, redis_url: str, token_mint: TokenMint, saga_mode: str, tmp_path: Path
 ) -> AsyncIterator[RunningOrderService]:
-    catalog = FakeProductCatalog()
-    catalog.add(MUG, name="Mug", price_cents=1250, stock=10)
-    catalog.add(TEA, name="Tea", price_cents=499, stock=5)
     async with run_order_service(
         database_url=database_url,
         redis_url=redis_url,
         mint=token_mint,
-        catalog=catalog,
+        catalog=stocked_catalog(),
         saga_mode=saga_mode,
         scratch=tmp_path,
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def payments() -> FakePaymentProvider:
+    """A provider that holds tok_gated charges until its gate opens."""
+    return FakePaymentProvider()
+
+
+@pytest.fixture
+async def service_with_held_payments(
+    database_url: str,
+    redis_url: str,
+    token_mint: TokenMint,
+    saga_mode: str,
+    tmp_path: Path,
+    payments: FakePaymentProvider,
+) -> AsyncIterator[RunningOrderService]:
+    async with run_order_service(
+        database_url=database_url,
+        redis_url=redis_url,
+        mint=token_mint,
+        catalog=stocked_catalog(),
+        saga_mode=saga_mode,
+        scratch=tmp_path,
+        payments=payments,
+        # longer than any test waits: a held charge ends when its gate opens, not by timing out
+        payment_timeout_seconds=60,
     ) as running:
         yield running
 
@@ -211,10 +244,13 @@ async def test_stock_events_of_orchestrated_orders_are_acknowledged_without_a_tr
     ]
 
 
-@pytest.mark.parametrize("saga_mode", ["orchestration"])  # the snapshot is the same in both
 async def test_customer_snapshot_names_orders_and_user_deletion_cancels_pending_ones(
-    service: RunningOrderService,
+    service_with_held_payments: RunningOrderService, payments: FakePaymentProvider
 ) -> None:
+    """In both modes: a deletion cancels the order whose stock is reserved and whose charge is
+    in flight; the stock comes back (the saga releases it, or product_service on
+    order.cancelled) and the charge that went through anyway is refunded."""
+    service = service_with_held_payments
     dora = new_id()
     await service.publish(
         "user.registered",
@@ -238,8 +274,13 @@ async def test_customer_snapshot_names_orders_and_user_deletion_cancels_pending_
     )
     await wait_until(lambda: named("Dora Markovitch", confirmed.id), within=15)
 
-    service.catalog.unavailable = {"reserve_stock"}  # keeps the next order PENDING
-    pending = await service.place(dora, "tok_ok", [(MUG, 1)])
+    await wait_until(lambda: service.catalog.reservations[confirmed.id].state == "committed")
+    # tok_gated holds the charge: the order stays PENDING with its stock reserved
+    pending = await service.place(dora, "tok_gated", [(MUG, 1)])
+    assert (pending.status, pending.status_reason) == (PENDING, "")
+    await wait_until(lambda: any(c[2] == f"{pending.id}:charge" for c in payments.charges))
+    assert service.catalog.reservations[pending.id].state == "reserved"
+    assert service.catalog.stock(MUG) == 8
     price_before = pending.items[0].unit_price_cents
     service.catalog.products[MUG].price_cents = 99_999  # a price change alters no order
     await service.publish("user.deleted", f"users/{dora}", events_pb2.UserDeleted(user_id=dora))
@@ -247,7 +288,13 @@ async def test_customer_snapshot_names_orders_and_user_deletion_cancels_pending_
     ended = await service.ended(pending.id, dora)
     assert (ended.status, ended.status_reason) == (CANCELLED, "customer deleted")
     assert ended.items[0].unit_price_cents == price_before
+    payments.gate.set()  # the provider approves the charge after all
+    await wait_until(lambda: service.catalog.reservations[pending.id].state == "released")
+    assert service.catalog.stock(MUG) == 9
+    await wait_until(lambda: any(r[2] == f"{pending.id}:refund" for r in payments.refunds))
+    assert (await service.get(pending.id, dora)).status == CANCELLED
     assert (await service.get(confirmed.id, dora)).status == CONFIRMED
+    assert service.catalog.reservations[confirmed.id].state == "committed"
     await wait_until(lambda: named("Deleted customer", confirmed.id), within=15)
     await wait_until(lambda: named("Deleted customer", pending.id), within=15)
     assert await service.outbox(pending.id) == ["order.created", "order.cancelled"]

@@ -24,6 +24,7 @@ VARIABLES = (
     "SAGA_LEASE_SECONDS",
     "SAGA_POLL_SECONDS",
     "SAGA_MAX_BACKOFF_SECONDS",
+    "WEBHOOK_ALLOW_PRIVATE",
 )
 
 
@@ -91,3 +92,24 @@ def test_production_refuses_an_empty_service_secret(monkeypatch: pytest.MonkeyPa
         Settings()
     monkeypatch.setenv("SERVICE_CLIENT_SECRET", "s3cret")
     assert Settings().environment == "production"
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_private_webhooks_may_be_allowed_outside_production(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("TIENDA_ENV", environment)
+    assert Settings().webhook_allow_private is False
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "true")
+    assert Settings().webhook_allow_private is True
+
+
+def test_production_refuses_private_webhooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SSRF guard a deployment cannot switch off: loopback, private and link-local
+    (cloud metadata) destinations stay refused in production."""
+    monkeypatch.setenv("TIENDA_ENV", "production")
+    monkeypatch.setenv("SERVICE_CLIENT_SECRET", "s3cret")
+    assert Settings().webhook_allow_private is False
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "true")
+    with pytest.raises(ValidationError, match="WEBHOOK_ALLOW_PRIVATE=true is for development"):
+        Settings()
