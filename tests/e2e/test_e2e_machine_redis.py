@@ -16,9 +16,15 @@ from e2e_support import (
     create_product,
     eventually,
     login,
-    place_order,
     register,
     stock_of,
+)
+from order_outcomes import (
+    CONFIRMED,
+    PAYMENT_DECLINED,
+    out_of_stock,
+    outcome,
+    place_pending_order,
 )
 from tienda_contracts.topology import ORDER_EVENTS, PRODUCT_EVENTS
 from tienda_devstack.stack import Ports, Stack
@@ -58,13 +64,13 @@ def test_orders_go_through_the_machines_redis(machine_stack: Stack) -> None:
         admin = User("", machine_stack.admin.email, machine_stack.admin.password, token, refresh)
         customer = register(api)
         product = create_product(api, admin, stock=3)
-        confirmed = place_order(api, customer, product["id"], 2)
-        declined = place_order(api, customer, product["id"], 1, payment_token="tok_declined")
-        rejected = place_order(api, customer, product["id"], 5)
-        assert [o["status"] for o in (confirmed, declined, rejected)] == [
-            "ORDER_STATUS_CONFIRMED",
-            "ORDER_STATUS_CANCELLED",
-            "ORDER_STATUS_REJECTED",
+        confirmed = place_pending_order(api, customer, product["id"], 2)
+        declined = place_pending_order(api, customer, product["id"], 1, "tok_declined")
+        rejected = place_pending_order(api, customer, product["id"], 5)
+        assert [outcome(o) for o in (confirmed, declined, rejected)] == [
+            CONFIRMED,
+            PAYMENT_DECLINED,
+            out_of_stock(product["sku"]),
         ]
         # the declined order's unit came back
         eventually(lambda: stock_of(api, product["id"]) == 1)
