@@ -19,15 +19,16 @@ from e2e_support import (
     register,
     stock_of,
 )
-from order_outcomes import (
+from tienda_contracts.topology import ORDER_EVENTS, PRODUCT_EVENTS
+from tienda_devstack.stack import Ports, Stack
+
+from .order_outcomes import (
     CONFIRMED,
     PAYMENT_DECLINED,
     out_of_stock,
     outcome,
     place_pending_order,
 )
-from tienda_contracts.topology import ORDER_EVENTS, PRODUCT_EVENTS
-from tienda_devstack.stack import Ports, Stack
 
 pytestmark = pytest.mark.e2e
 
