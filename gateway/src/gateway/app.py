@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketClose
 from tienda_platform import telemetry
 from tienda_platform.asyncapi import build_asyncapi
 from tienda_platform.ids import new_id
+from tienda_platform.proto_schemas import Comments
 
 from gateway import __version__, composition, docs
 from gateway.config import Settings
@@ -29,7 +30,6 @@ from gateway.middleware import ROUTE_SCOPE_KEY, RequestObservability
 from gateway.openapi import build_document
 from gateway.routing import Handler, Route, RouteTable
 from gateway.rules import contract_services, http_bindings
-from gateway.schemas import Comments
 from gateway.templates import parse_template
 from gateway.transcoding import RequestBuilder
 from gateway.upstreams import Upstreams

@@ -19,11 +19,11 @@ from order.v1 import order_pb2
 from product.v1 import product_pb2
 from starlette.requests import Request
 from starlette.responses import Response
+from tienda_platform.proto_schemas import SchemaRegistry
 
 from gateway.endpoints import forwarded_metadata, json_response
 from gateway.errors import from_rpc_error
 from gateway.openapi import BEARER, ERROR_RESPONSE, json_content
-from gateway.schemas import SchemaRegistry
 from gateway.transcoding import response_json
 from gateway.upstreams import Metadata, UnaryCall, Upstreams
 

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from tienda_platform.proto_schemas import SCHEMA_REF, Comments, SchemaRegistry, is_required
 
 from gateway import __version__
 from gateway.conditional import has_etag
 from gateway.rules import HttpBinding
-from gateway.schemas import SCHEMA_REF, Comments, SchemaRegistry, is_required
 from gateway.transcoding import TEXT_MESSAGES, RequestBuilder, resolve_field_path
 
 # RPCs callable without a bearer token. The contracts carry no annotation for this; the

@@ -8,8 +8,8 @@ import pytest
 import tienda_contracts
 from gateway.openapi import PUBLIC_RPCS, build_document
 from gateway.rules import contract_services, http_bindings
-from gateway.schemas import Comments
 from google.api import annotations_pb2
+from tienda_platform.proto_schemas import Comments
 
 from gateway import composition
 

@@ -5,18 +5,21 @@ consumer group; and a dead-letter channel per stream.
 FastStream describes a message by the Python type its handler takes, and tienda's are bytes
 (a protobuf EventEnvelope). The document is then made typed: each event type is a message of
 its own, whose payload schema is the envelope with its `data` as that event's payload, both
-derived from the protobuf descriptors (fields as in protobuf's JSON mapping; on the wire they
-are protobuf's binary encoding, `application/x-protobuf`)."""
+derived from the protobuf descriptors and their comments (tienda_platform.proto_schemas, as
+the gateway's OpenAPI document; on the wire they are protobuf's binary encoding,
+`application/x-protobuf`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import tienda_contracts
 from events.v1 import events_pb2
 from faststream.redis import RedisBroker, StreamSub
 from faststream.specification import AsyncAPI
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from tienda_contracts.topology import EVENT_TYPES, STREAMS, SUBSCRIPTIONS, dead_letter_stream
+
+from tienda_platform.proto_schemas import Comments, SchemaRegistry
 
 SOURCES = {
     "tienda.auth.events": "auth_service",
@@ -73,71 +76,13 @@ def build_asyncapi(version: str) -> dict[str, Any]:
 
 
 ENVELOPE = events_pb2.EventEnvelope.DESCRIPTOR.full_name
-_SCALARS: dict[int, dict[str, Any]] = {
-    FieldDescriptor.TYPE_STRING: {"type": "string"},
-    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
-    FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
-    FieldDescriptor.TYPE_FLOAT: {"type": "number"},
-    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_UINT32: {"type": "integer", "minimum": 0},
-    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "minimum": 0},
-    # 64-bit integers are strings in protobuf's JSON mapping
-    FieldDescriptor.TYPE_INT64: {"type": "string", "format": "int64"},
-    FieldDescriptor.TYPE_SINT64: {"type": "string", "format": "int64"},
-    FieldDescriptor.TYPE_SFIXED64: {"type": "string", "format": "int64"},
-    FieldDescriptor.TYPE_UINT64: {"type": "string", "format": "uint64"},
-    FieldDescriptor.TYPE_FIXED64: {"type": "string", "format": "uint64"},
-    FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
-}
-_WELL_KNOWN: dict[str, dict[str, Any]] = {
-    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
-    "google.protobuf.Any": {
-        "type": "object",
-        "properties": {"@type": {"type": "string"}},
-        "required": ["@type"],
-    },
-}
-
-
-def message_schemas(descriptor: Descriptor, schemas: dict[str, Any]) -> dict[str, Any]:
-    """A $ref to the JSON Schema of a protobuf message, added to `schemas` (keyed by its full
-    name) with those of the messages it uses."""
-    name = descriptor.full_name
-    if name in _WELL_KNOWN:
-        return dict(_WELL_KNOWN[name])
-    if name not in schemas:
-        schemas[name] = {}  # placeholder: a message may refer to itself
-        properties = {field.json_name: _field_schema(field, schemas) for field in descriptor.fields}
-        schemas[name] = {"type": "object", "title": name, "properties": properties}
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _field_schema(field: FieldDescriptor, schemas: dict[str, Any]) -> dict[str, Any]:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        entry = field.message_type
-        if entry.GetOptions().map_entry:
-            value = _field_schema(entry.fields_by_name["value"], schemas)
-            return {"type": "object", "additionalProperties": value}
-        item = message_schemas(entry, schemas)
-    elif field.type == FieldDescriptor.TYPE_ENUM:
-        item = {"type": "string", "enum": [v.name for v in field.enum_type.values]}
-    else:
-        item = dict(_SCALARS[field.type])
-    if field.is_repeated:
-        return {"type": "array", "items": item}
-    return item
 
 
 def _type_the_messages(document: dict[str, Any]) -> None:
     """One message per event type, its payload typed; FastStream's untyped ones go."""
-    components = document.setdefault("components", {})
-    schemas: dict[str, Any] = {}
-    components["schemas"] = schemas
+    registry = SchemaRegistry(Comments(tienda_contracts.descriptor_set()))
     messages: dict[str, Any] = {}
-    components["messages"] = messages
-    envelope = message_schemas(events_pb2.EventEnvelope.DESCRIPTOR, schemas)
+    envelope = registry.message_ref(events_pb2.EventEnvelope.DESCRIPTOR)
     for name, event in EVENT_TYPES.items():
         messages[name] = {
             "name": name,
@@ -163,7 +108,7 @@ def _type_the_messages(document: dict[str, Any]) -> None:
                                         },
                                         "required": ["@type"],
                                     },
-                                    message_schemas(event.payload.DESCRIPTOR, schemas),
+                                    registry.message_ref(event.payload.DESCRIPTOR),
                                 ]
                             },
                         },
@@ -171,6 +116,9 @@ def _type_the_messages(document: dict[str, Any]) -> None:
                 ]
             },
         }
+    document.setdefault("components", {}).update(
+        {"schemas": registry.components, "messages": messages}
+    )
     for key, channel in document["channels"].items():
         stream, _, reader = key.partition(":")
         if reader == "publish":

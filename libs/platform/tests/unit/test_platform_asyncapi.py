@@ -78,7 +78,7 @@ def test_each_event_type_is_a_typed_message_its_events_match() -> None:
         envelope = build_envelope(
             source="test", event_type=name, subject="things/1", payload=_filled(event.payload())
         )
-        as_json = json_format.MessageToDict(envelope)
+        as_json = json_format.MessageToDict(envelope, preserving_proto_field_name=True)
         errors = list(_validator(document, name).iter_errors(as_json))
         assert not errors, (name, [e.message for e in errors])
         # and only them: the same event under another type's message is refused
@@ -101,7 +101,8 @@ def test_a_field_of_the_wrong_type_does_not_match() -> None:
             event_type="order.created",
             subject="orders/1",
             payload=_filled(events_pb2.OrderCreated()),
-        )
+        ),
+        preserving_proto_field_name=True,
     )
     as_json["data"]["lines"] = "not a list"
     assert list(_validator(document, "order.created").iter_errors(as_json))

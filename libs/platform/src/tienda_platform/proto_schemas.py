@@ -1,4 +1,4 @@
-"""JSON Schemas of proto messages, as the gateway writes them (proto3 JSON mapping), with the
+"""JSON Schemas of proto messages (proto3 JSON mapping, proto field names), with the
 comments of the .proto files as descriptions."""
 
 from __future__ import annotations
