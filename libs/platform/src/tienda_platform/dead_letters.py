@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as redis
 from faststream.redis import RedisBroker
+from redis.exceptions import RedisError
 from tienda_contracts.topology import STREAMS, dead_letter_stream
 
 from tienda_platform.consumers import REPLAYED_FOR
@@ -87,9 +88,13 @@ class DeadLetters:
         return replayed
 
     async def purge(self, stream: str) -> int:
-        count = int(await self._client.xlen(dead_letter_stream(stream)))
-        await self._client.delete(dead_letter_stream(stream))
-        return count
+        """Delete the dead letters of stream; how many there were (counted and deleted in one
+        transaction, so none written meanwhile goes uncounted)."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.xlen(dead_letter_stream(stream))
+            pipe.delete(dead_letter_stream(stream))
+            count, _ = await pipe.execute()
+        return int(count)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -124,7 +129,12 @@ def main() -> int:
     parser.add_argument("command", choices=["list", "replay", "purge"])
     parser.add_argument("--stream", choices=STREAMS)
     parser.add_argument("--redis-url", default=ServiceSettings().redis_url)
-    return asyncio.run(_main(parser.parse_args()))
+    args = parser.parse_args()
+    try:
+        return asyncio.run(_main(args))
+    except (RedisError, OSError, ValueError) as error:  # unreachable, or not a Redis URL
+        print(f"cannot reach Redis at {args.redis_url}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
