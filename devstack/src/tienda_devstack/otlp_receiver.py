@@ -13,6 +13,14 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 
 @dataclass(frozen=True)
+class ReceivedEvent:
+    """An event recorded on a span (an exception, for instance)."""
+
+    name: str
+    attributes: dict[str, object]
+
+
+@dataclass(frozen=True)
 class ReceivedSpan:
     service: str
     name: str
@@ -22,6 +30,10 @@ class ReceivedSpan:
     kind: int
     attributes: dict[str, object]
     links: tuple[str, ...]  # trace ids of linked spans
+    linked_span_ids: tuple[str, ...] = ()  # span ids of linked spans, in the order of links
+    events: tuple[ReceivedEvent, ...] = ()
+    status_code: int = 0  # 0 unset, 1 ok, 2 error
+    status_message: str = ""
 
 
 def _value(any_value) -> object:
@@ -46,6 +58,15 @@ def _decode(request) -> tuple[list[ReceivedSpan], list[dict[str, object]]]:
                         kind=span.kind,
                         attributes={a.key: _value(a.value) for a in span.attributes},
                         links=tuple(link.trace_id.hex() for link in span.links),
+                        linked_span_ids=tuple(link.span_id.hex() for link in span.links),
+                        events=tuple(
+                            ReceivedEvent(
+                                event.name, {a.key: _value(a.value) for a in event.attributes}
+                            )
+                            for event in span.events
+                        ),
+                        status_code=span.status.code,
+                        status_message=span.status.message,
                     )
                 )
     return spans, resources
