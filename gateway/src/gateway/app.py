@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketClose
 from tienda_platform import telemetry
 from tienda_platform.asyncapi import build_asyncapi
 from tienda_platform.ids import new_id
+from tienda_platform.metrics import metrics_enabled
 from tienda_platform.proto_schemas import Comments
 
 from gateway import __version__, composition, docs
@@ -118,7 +119,7 @@ def build_routes(
         ("GET", composition.PATH, details),
         ("GET", "/healthz", healthz),
         ("GET", "/readyz", Readiness(upstreams)),
-        ("GET", "/metrics", metrics_page),
+        *([("GET", "/metrics", metrics_page)] if metrics_enabled() else []),
         ("GET", "/openapi.json", openapi),
         ("GET", "/asyncapi.json", asyncapi),
         ("GET", docs.DOCS_PATH, docs.docs_page),

@@ -10,6 +10,7 @@ import time
 
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tienda_platform.metrics import metrics_enabled
 from tienda_platform.telemetry import exemplar
 
 from gateway import metrics
@@ -22,6 +23,7 @@ class RequestObservability:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.metrics = metrics_enabled()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,8 +44,9 @@ class RequestObservability:
             elapsed = time.perf_counter() - started
             method = metrics.bounded_method(scope["method"])
             route = scope.get(ROUTE_SCOPE_KEY, metrics.UNMATCHED_ROUTE)
-            metrics.http_requests(method, route, status_code).inc()
-            metrics.http_seconds(method, route).observe(elapsed, exemplar=exemplar())
+            if self.metrics:
+                metrics.http_requests(method, route, status_code).inc()
+                metrics.http_seconds(method, route).observe(elapsed, exemplar=exemplar())
             logger.info(
                 "{http_method} {route} {status_code}",
                 http_method=method,

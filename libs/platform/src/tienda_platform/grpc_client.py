@@ -13,6 +13,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from tienda_platform import telemetry
+from tienda_platform.metrics import metrics_enabled
 
 GRPC_CLIENT_HANDLED = Counter(
     "grpc_client_handled_total",
@@ -96,7 +97,10 @@ def create_channel(target: str) -> grpc.aio.Channel:
     retries of calls that never reached a server."""
     return grpc.aio.insecure_channel(
         target,
-        interceptors=[ClientMetricsInterceptor(), *telemetry.client_interceptors()],
+        interceptors=[
+            *([ClientMetricsInterceptor()] if metrics_enabled() else []),
+            *telemetry.client_interceptors(),
+        ],
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),

@@ -24,6 +24,7 @@ from tienda_platform.interceptors import (
     ErrorMappingInterceptor,
     MetricsInterceptor,
 )
+from tienda_platform.metrics import metrics_enabled
 from tienda_platform.runtime import settle_heap
 
 # Probes and load balancers call health checks without a token.
@@ -67,7 +68,7 @@ class GrpcServer:
             interceptors=[
                 *telemetry.server_interceptors(),
                 ErrorMappingInterceptor(),
-                MetricsInterceptor(),
+                *([MetricsInterceptor()] if metrics_enabled() else []),
                 AuthInterceptor(verifier, public_methods | ALWAYS_PUBLIC),
             ],
             options=[
@@ -92,7 +93,7 @@ class GrpcServer:
         if self.bound_port == 0:
             raise RuntimeError(f"cannot bind gRPC port {address}")
         await self.server.start()
-        if self.config.metrics_port is not None:
+        if self.config.metrics_port is not None and metrics_enabled():
             start_http_server(self.config.metrics_port, addr=self.config.host)
 
     async def mark_serving(self) -> None:

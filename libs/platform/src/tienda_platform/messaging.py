@@ -21,6 +21,7 @@ from tienda_contracts.topology import Subscription, dead_letter_stream
 
 from tienda_platform import telemetry
 from tienda_platform.consumers import EventConsumer
+from tienda_platform.metrics import metrics_enabled
 
 CONSUMER_PENDING = Gauge(
     "tienda_consumer_pending",
@@ -35,7 +36,9 @@ DEAD_LETTERS = Gauge("tienda_dead_letters", "Entries in a dead-letter stream.", 
 
 def create_broker(redis_url: str, *, service_name: str) -> RedisBroker:
     """A RedisBroker with FastStream's OpenTelemetry and Prometheus middlewares."""
-    middlewares: list = [RedisPrometheusMiddleware(registry=REGISTRY, app_name=service_name)]
+    middlewares: list = []
+    if metrics_enabled():
+        middlewares.append(RedisPrometheusMiddleware(registry=REGISTRY, app_name=service_name))
     if telemetry.tracing_configured():
         middlewares.insert(0, EventTelemetryMiddleware())
     # logger=None: the services log through loguru, not FastStream's own logger.
@@ -123,7 +126,10 @@ async def _lag(client: Any, stream: str, last_delivered: bytes) -> int:
 async def watch_streams(
     broker: RedisBroker, subscriptions: Sequence[Subscription], interval: float = 5.0
 ) -> None:
-    """Refresh the pending, lag and dead-letter gauges of these groups until cancelled."""
+    """Refresh the pending, lag and dead-letter gauges of these groups until cancelled
+    (at once returns when metrics are off)."""
+    if not metrics_enabled():
+        return
     # The refresh suppresses every Exception around its Redis calls, and a cancellation
     # landing inside one can come out as such (redis-py) and be swallowed: cancel it until
     # it ends.

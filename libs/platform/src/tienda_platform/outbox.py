@@ -34,6 +34,7 @@ from tienda_platform.database import (
     session_factory,
 )
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
+from tienda_platform.metrics import metrics_enabled
 from tienda_platform.retention import (
     PROCESSED_RETENTION,
     STREAM_RETENTION,
@@ -132,6 +133,7 @@ class OutboxRelay:
         self._max_backoff = max_backoff_seconds
         self._retention = retention
         self._count_every = count_backlog_every
+        self._metrics = metrics_enabled()
         self._counted_at = float("-inf")
         self._stream_retention = stream_retention
         self._processed_retention = processed_retention
@@ -283,7 +285,9 @@ class OutboxRelay:
     async def _refresh_backlog(self, session: AsyncSession, rows: list[Any]) -> None:
         """A batch short of full is the whole backlog. Behind a full one, the unsent rows are
         counted at most every count_backlog_every seconds: a count reads every unsent row,
-        and under load every batch is full."""
+        and under load every batch is full. Nothing when metrics are off."""
+        if not self._metrics:
+            return
         if len(rows) < self._batch_size:
             OUTBOX_BACKLOG.set(len(rows))
         elif time.monotonic() - self._counted_at >= self._count_every:

@@ -314,6 +314,30 @@ async def test_behind_full_batches_the_backlog_is_counted_at_most_once_a_while(
     assert await _unsent(engine) == 0
 
 
+async def test_with_metrics_off_the_backlog_is_never_counted(
+    redis_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METRICS_ENABLED", "false")
+    counts: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "count(" in statement.lower():
+            counts.append(statement)
+
+    broker = RedisBroker(redis_url)
+    relay = OutboxRelay(engine=engine, broker=broker, batch_size=2, count_backlog_every=0)
+    await write_events(engine, ["a", "b", "c"])
+    await broker.connect()
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert [await relay.publish_batch() for _ in range(2)] == [2, 1]
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+        await broker.stop()
+    assert counts == []
+    assert await _unsent(engine) == 0
+
+
 async def _stream_length(client: redis.Redis, n: int) -> bool:
     return bool(await client.exists(AUTH_EVENTS)) and await client.xlen(AUTH_EVENTS) == n
 
