@@ -46,14 +46,16 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
     def redis_call(span: ReceivedSpan) -> bool:
         return span.kind == CLIENT and span.attributes.get("db.system") == "redis"
 
-    def insert(span: ReceivedSpan, service: str) -> bool:
-        """A SQL INSERT of the service, named as the OpenTelemetry instrumentation names it."""
+    def insert(span: ReceivedSpan, service: str, table: str) -> bool:
+        """A SQL INSERT of the service into table, named as the database semantic conventions
+        name it."""
         return (
             span.service == service
             and span.kind == CLIENT
             and bool(span.attributes.get("db.system"))
-            and span.name == f"INSERT {span.attributes.get('db.name')}"
-            and str(span.attributes.get("db.statement", "")).startswith("INSERT")
+            and bool(span.attributes.get("db.name"))
+            and span.name == f"INSERT {table}"
+            and str(span.attributes.get("db.statement", "")).startswith(f"INSERT INTO {table} ")
         )
 
     def order_trace(spans: list[ReceivedSpan]) -> str | None:
@@ -103,8 +105,10 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
             }
             <= names,
             "a Redis call": any(redis_call(s) for s in trace),
-            "an INSERT of order_service": any(insert(s, "order_service") for s in trace),
-            "an INSERT of product_service": any(insert(s, "product_service") for s in trace),
+            "an INSERT of order_service": any(insert(s, "order_service", "orders") for s in trace),
+            "an INSERT of product_service": any(
+                insert(s, "product_service", "reservations") for s in trace
+            ),
             "product_service handling order.created": not choreographed
             or any(
                 s.service == "product_service" and s.name.endswith(" handle order.created")
@@ -170,8 +174,8 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
     assert [s.attributes.get("webhook.id") for s in deliveries] == [webhook_id], deliveries
     assert all(s.service == "order_service" and s.parent_span_id in by_id for s in deliveries)
     # the statements of both services' writes, each in the trace of the work that made it
-    for service in ("order_service", "product_service"):
-        inserts = [s for s in trace if insert(s, service)]
+    for service, table in (("order_service", "orders"), ("product_service", "reservations")):
+        inserts = [s for s in trace if insert(s, service, table)]
         assert inserts and all(s.parent_span_id in by_id for s in inserts), service
     # business ids: the customer on order_service's request, the product on its creation
     assert any(

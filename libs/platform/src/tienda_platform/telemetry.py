@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import PurePath
 from typing import Any
 
 from loguru import logger
@@ -201,9 +202,13 @@ def instrument_engine(engine: Any) -> None:
 
 
 class StatementTracer:
-    """Spans for the statements of one engine, as the OpenTelemetry SQLAlchemy
-    instrumentation makes them (named `<operation> <database>`, with db.system, db.name,
-    db.user, net.peer.name, net.peer.port and db.statement), for a fraction of its cost.
+    """Spans for the statements of one engine, with the attributes the OpenTelemetry
+    SQLAlchemy instrumentation gives them (db.system, db.name, db.user, net.peer.name,
+    net.peer.port and db.statement), for a fraction of its cost. A span is named as the
+    database semantic conventions name it, `<operation> <table>` (`INSERT orders`, `SELECT
+    order_summaries`), or `<operation> <database>` for a statement on no table; the
+    database of a SQLite file is its name without the folder and suffix (`order`), so the
+    names are the same wherever the data folder is.
 
     That instrumentation's EngineTracer, at every statement, reads the engine's URL into
     attributes again, makes the span current to add nothing under it, and records pool
@@ -217,7 +222,10 @@ class StatementTracer:
     def __init__(self, engine: Engine, tracer: trace.Tracer | None = None) -> None:
         self._tracer = tracer or _sql_tracer
         url = engine.url
-        self._database = url.database or ""
+        database = url.database or ""
+        if engine.dialect.name == "sqlite":
+            database = PurePath(database).stem if database not in ("", ":memory:") else ""
+        self._database = database
         self._attributes: dict[str, Any] = {
             key: value
             for key, value in {
@@ -237,11 +245,15 @@ class StatementTracer:
     def _name(self, statement: str) -> str:
         name = self._names.get(statement)
         if name is None:
-            words = _LEADING_COMMENT.sub("", statement).split(maxsplit=1)
-            name = " ".join(part for part in (words[0] if words else "", self._database) if part)
+            statement = _LEADING_COMMENT.sub("", statement)
+            words = statement.split(maxsplit=1)
+            operation = words[0].upper() if words else ""
+            table = _TABLE.search(statement)
+            target = table.group(1).strip('"`') if table else self._database
+            name = " ".join(part for part in (operation, target) if part)
             if len(self._names) >= 1000:  # statements are few and cached; bound it anyway
                 self._names.clear()
-            self._names[statement] = name
+            self._names[statement] = name  # keyed by the statement as given
         return name
 
     def _before(
@@ -274,6 +286,11 @@ class StatementTracer:
 
 
 _LEADING_COMMENT = re.compile(r"^\s*/\*.*?\*/")
+# the table a statement names first: INSERT INTO t, UPDATE t, DELETE FROM t, SELECT ... FROM t,
+# CREATE TABLE t (a name, possibly quoted; a subquery's "FROM (" names none)
+_TABLE = re.compile(
+    r"\b(?:INTO|UPDATE|FROM|TABLE|JOIN)\s+((?:\"[^\"]+\"|`[^`]+`|\w+))", re.IGNORECASE
+)
 
 
 def _traced(details: Any) -> bool:

@@ -145,7 +145,8 @@ async def test_a_statement_span_has_the_database_attributes_and_errors_are_marke
     await traced.dispose()
 
     spans = [span for span in exporter.get_finished_spans() if span.name != "request"]
-    assert [span.name for span in spans] == [f"CREATE {path}", f"INSERT {path}", f"INSERT {path}"]
+    # named after the table, as the database semantic conventions name them
+    assert [span.name for span in spans] == ["CREATE t", "INSERT t", "INSERT t"]
     assert all(span.kind is SpanKind.CLIENT for span in spans)
     assert spans[1].attributes == {
         "db.system": "sqlite",
@@ -155,6 +156,32 @@ async def test_a_statement_span_has_the_database_attributes_and_errors_are_marke
     assert spans[1].status.status_code is StatusCode.UNSET
     assert spans[2].status.status_code is StatusCode.ERROR
     assert "UNIQUE" in (spans[2].status.description or "")
+
+
+@pytest.mark.parametrize(
+    ("statement", "name"),
+    [
+        ("SELECT orders.id, orders.update_time FROM orders WHERE orders.id = ?", "SELECT orders"),
+        ('select o.id from "order_summaries" AS o JOIN orders ON 1', "SELECT order_summaries"),
+        (
+            "INSERT INTO outbox_events (id) VALUES (?) ON CONFLICT DO UPDATE SET id = 1",
+            "INSERT outbox_events",
+        ),
+        ("UPDATE order_sagas SET step=? WHERE order_sagas.order_id = ?", "UPDATE order_sagas"),
+        ("DELETE FROM processed_events WHERE processed_time < ?", "DELETE processed_events"),
+        ("/* a comment */ SELECT 1", "SELECT shop"),
+        ("PRAGMA foreign_keys=ON", "PRAGMA shop"),
+    ],
+)
+def test_a_statement_span_is_named_after_its_operation_and_table(
+    tmp_path: Path, statement: str, name: str
+) -> None:
+    """Wherever the data folder is: a statement on no table names the database, for a SQLite
+    file its name alone."""
+    from tienda_platform.telemetry import StatementTracer
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
+    assert StatementTracer(engine.sync_engine)._name(statement) == name
 
 
 async def test_a_statement_outside_a_kept_trace_starts_no_span(engine: AsyncEngine) -> None:
