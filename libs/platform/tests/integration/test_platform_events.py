@@ -289,9 +289,11 @@ async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
             await client.aclose()
 
 
-async def test_behind_full_batches_the_backlog_is_counted_at_most_once_a_while(
-    redis_url: str, engine: AsyncEngine
-) -> None:
+async def _batches_and_backlog_counts(
+    redis_url: str, engine: AsyncEngine, relay_options: dict[str, float], users: int
+) -> tuple[list[int], list[str]]:
+    """The sizes of the batches a relay publishes until none is full, and the statements
+    it ran to count the backlog meanwhile."""
     counts: list[str] = []
 
     def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -299,43 +301,42 @@ async def test_behind_full_batches_the_backlog_is_counted_at_most_once_a_while(
             counts.append(statement)
 
     broker = RedisBroker(redis_url)
-    relay = OutboxRelay(engine=engine, broker=broker, batch_size=2, count_backlog_every=3600)
-    await write_events(engine, ["a", "b", "c", "d", "e", "f", "g"])
+    relay = OutboxRelay(engine=engine, broker=broker, batch_size=2, **relay_options)
+    await write_events(engine, [f"user-{i}" for i in range(users)])
     await broker.connect()
     sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    batches: list[int] = []
     try:
-        assert [await relay.publish_batch() for _ in range(4)] == [2, 2, 2, 1]
+        while not batches or batches[-1] == 2:
+            batches.append(await relay.publish_batch())
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
         await broker.stop()
+    assert await _unsent(engine) == 0
+    return batches, counts
+
+
+async def test_behind_full_batches_the_backlog_is_counted_at_most_once_a_while(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    batches, counts = await _batches_and_backlog_counts(
+        redis_url, engine, {"count_backlog_every": 3600}, users=7
+    )
+    assert batches == [2, 2, 2, 1]
     # three full batches, one count: the first (7 unsent); the short batch is all there was
     assert len(counts) == 1
     assert REGISTRY.get_sample_value("tienda_outbox_backlog") == 1
-    assert await _unsent(engine) == 0
 
 
 async def test_with_metrics_off_the_backlog_is_never_counted(
     redis_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("METRICS_ENABLED", "false")
-    counts: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "count(" in statement.lower():
-            counts.append(statement)
-
-    broker = RedisBroker(redis_url)
-    relay = OutboxRelay(engine=engine, broker=broker, batch_size=2, count_backlog_every=0)
-    await write_events(engine, ["a", "b", "c"])
-    await broker.connect()
-    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        assert [await relay.publish_batch() for _ in range(2)] == [2, 1]
-    finally:
-        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
-        await broker.stop()
+    batches, counts = await _batches_and_backlog_counts(
+        redis_url, engine, {"count_backlog_every": 0}, users=3
+    )
+    assert batches == [2, 1]
     assert counts == []
-    assert await _unsent(engine) == 0
 
 
 async def _stream_length(client: redis.Redis, n: int) -> bool:
