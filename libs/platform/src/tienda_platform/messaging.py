@@ -35,7 +35,8 @@ DEAD_LETTERS = Gauge("tienda_dead_letters", "Entries in a dead-letter stream.", 
 
 
 def create_broker(redis_url: str, *, service_name: str) -> RedisBroker:
-    """A RedisBroker with FastStream's OpenTelemetry and Prometheus middlewares."""
+    """A RedisBroker with FastStream's OpenTelemetry middleware (when tracing is on) and
+    Prometheus middleware (when metrics are on)."""
     middlewares: list = []
     if metrics_enabled():
         middlewares.append(RedisPrometheusMiddleware(registry=REGISTRY, app_name=service_name))
@@ -127,7 +128,7 @@ async def watch_streams(
     broker: RedisBroker, subscriptions: Sequence[Subscription], interval: float = 5.0
 ) -> None:
     """Refresh the pending, lag and dead-letter gauges of these groups until cancelled
-    (at once returns when metrics are off)."""
+    (returns at once when metrics are off)."""
     if not metrics_enabled():
         return
     # The refresh suppresses every Exception around its Redis calls, and a cancellation
