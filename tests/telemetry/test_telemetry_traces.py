@@ -173,6 +173,13 @@ def test_an_order_is_one_trace_across_services_and_the_event_hop(
     deliveries = [s for s in trace if s.name == "webhook delivery"]
     assert [s.attributes.get("webhook.id") for s in deliveries] == [webhook_id], deliveries
     assert all(s.service == "order_service" and s.parent_span_id in by_id for s in deliveries)
+    # deferred work carries the business ids of the event that caused it
+    assert all(s.attributes.get("order.id") == order_id for s in deliveries), deliveries
+    emails = [s for s in trace if s.name == "email send"]
+    assert emails and all(
+        (s.attributes.get("order.id"), s.attributes.get("user.id")) == (order_id, customer.id)
+        for s in emails
+    ), emails
     # the statements of both services' writes, each in the trace of the work that made it
     for service, table in (("order_service", "orders"), ("product_service", "reservations")):
         inserts = [s for s in trace if insert(s, service, table)]

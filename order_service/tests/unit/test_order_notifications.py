@@ -48,6 +48,7 @@ async def test_a_welcome_email_is_queued_for_the_new_user() -> None:
     await notifications.queue_welcome_email(
         emails=FakeEmails(store),
         event_id=event_id,
+        user_id="u-ana",
         recipient="ana@example.com",
         full_name="Ana",
         now=clock(),
@@ -58,6 +59,7 @@ async def test_a_welcome_email_is_queued_for_the_new_user() -> None:
         "Welcome to tienda",
         EmailStatus.PENDING,
     )
+    assert (email.user_id, email.order_id) == ("u-ana", "")
     assert "Hello Ana" in email.body
 
 
@@ -72,6 +74,7 @@ async def test_order_emails_go_to_the_snapshot_address_and_say_why() -> None:
     assert email.recipient == "ana@example.com"
     assert email.subject == "Your order 0190a0a0-0000-7000-8000-000000000001 was cancelled"
     assert "Reason: payment declined" in email.body and "Total: 29.99" in email.body
+    assert (email.user_id, email.order_id) == (ana, "0190a0a0-0000-7000-8000-000000000001")
 
 
 async def test_an_unknown_customer_makes_the_event_retry_and_a_deleted_one_gets_nothing() -> None:
@@ -87,7 +90,12 @@ async def test_an_unknown_customer_makes_the_event_retry_and_a_deleted_one_gets_
 async def test_the_email_worker_sends_each_email_once_and_retries_failures() -> None:
     store, clock = Store(), Clock()
     await notifications.queue_welcome_email(
-        emails=FakeEmails(store), event_id="e1", recipient="a@x.io", full_name="A", now=clock()
+        emails=FakeEmails(store),
+        event_id="e1",
+        user_id="u-a",
+        recipient="a@x.io",
+        full_name="A",
+        now=clock(),
     )
     mailer = FakeMailer(failures=1)
     worker = EmailWorker(
@@ -115,7 +123,12 @@ async def test_the_email_worker_sends_each_email_once_and_retries_failures() -> 
 async def test_an_email_gives_up_after_its_attempts() -> None:
     store, clock = Store(), Clock()
     await notifications.queue_welcome_email(
-        emails=FakeEmails(store), event_id="e1", recipient="a@x.io", full_name="A", now=clock()
+        emails=FakeEmails(store),
+        event_id="e1",
+        user_id="u-a",
+        recipient="a@x.io",
+        full_name="A",
+        now=clock(),
     )
     worker = EmailWorker(
         uow_factory=lambda: FakeNotificationUnitOfWork(store),

@@ -63,6 +63,7 @@ def order_event(customer_id: str, event_type: str = "order.created") -> webhooks
         customer_id=customer_id,
         time=datetime(2026, 12, 1, 11, 59, 0, 123000, tzinfo=UTC),
         data={"order_id": "o-1", "customer_id": customer_id, "total_cents": "2999"},
+        order_id="o-1",
     )
 
 
@@ -179,6 +180,7 @@ async def test_an_order_event_reaches_its_customers_webhooks_and_admin_webhooks_
         0,
         event.time,
     )
+    assert delivery.order_id == "o-1"  # its attempts' spans carry it as order.id
 
 
 def worker(

@@ -33,6 +33,9 @@ class OutgoingEmailRow(OrderTable, table=True):
         default=None,
         sa_type=sa.DateTime(timezone=True),
     )
+    # the user and the order the email is about ("" for none)
+    user_id: str = Field(default="", max_length=36, sa_column_kwargs={"server_default": ""})
+    order_id: str = Field(default="", max_length=36, sa_column_kwargs={"server_default": ""})
     # W3C traceparent of the span that created the row: later work joins that trace.
     trace_parent: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
 

@@ -55,6 +55,8 @@ def _email(row: OutgoingEmailRow) -> Email:
         next_attempt_time=utc(row.next_attempt_time) if row.next_attempt_time else None,
         create_time=utc(row.create_time),
         sent_time=utc(row.sent_time) if row.sent_time else None,
+        user_id=row.user_id,
+        order_id=row.order_id,
         trace_parent=row.trace_parent,
     )
 
@@ -71,6 +73,8 @@ def _email_row(email: Email) -> OutgoingEmailRow:
         next_attempt_time=email.next_attempt_time,
         create_time=email.create_time,
         sent_time=email.sent_time,
+        user_id=email.user_id,
+        order_id=email.order_id,
         trace_parent=email.trace_parent,
     )
 

@@ -51,5 +51,7 @@ class WebhookDeliveryRow(OrderTable, table=True):
     )
     create_time: datetime = Field(sa_type=sa.DateTime(timezone=True))
     update_time: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    # the order the event is about
+    order_id: str = Field(default="", max_length=36, sa_column_kwargs={"server_default": ""})
     # W3C traceparent of the span that created the row: later work joins that trace.
     trace_parent: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})

@@ -91,6 +91,7 @@ def _delivery(row: WebhookDeliveryRow) -> WebhookDelivery:
         next_attempt_time=utc(row.next_attempt_time) if row.next_attempt_time else None,
         create_time=utc(row.create_time),
         update_time=utc(row.update_time),
+        order_id=row.order_id,
         trace_parent=row.trace_parent,
     )
 
@@ -109,6 +110,7 @@ def _delivery_row(delivery: WebhookDelivery) -> WebhookDeliveryRow:
         next_attempt_time=delivery.next_attempt_time,
         create_time=delivery.create_time,
         update_time=delivery.update_time,
+        order_id=delivery.order_id,
         trace_parent=delivery.trace_parent,
     )
 

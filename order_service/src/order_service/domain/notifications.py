@@ -36,13 +36,29 @@ class Email:
     next_attempt_time: datetime | None
     create_time: datetime
     sent_time: datetime | None = None
+    # whom and which order it is about ("" for none): its attempts' spans carry them as
+    # user.id and order.id (never the address)
+    user_id: str = ""
+    order_id: str = ""
     # W3C traceparent of the span that created it ("" untraced): its work joins that trace.
     trace_parent: str = ""
 
     @classmethod
-    def new(cls, *, event_id: str, recipient: str, subject: str, body: str, now: datetime) -> Email:
+    def new(
+        cls,
+        *,
+        event_id: str,
+        recipient: str,
+        subject: str,
+        body: str,
+        now: datetime,
+        user_id: str = "",
+        order_id: str = "",
+    ) -> Email:
         return cls(
             event_id=event_id,
+            user_id=user_id,
+            order_id=order_id,
             recipient=recipient,
             subject=subject,
             body=body,

@@ -96,6 +96,8 @@ class WebhookDelivery:
     next_attempt_time: datetime | None
     create_time: datetime
     update_time: datetime
+    # the order the event is about: its attempts' spans carry it as order.id
+    order_id: str = ""
     # W3C traceparent of the span that created it ("" untraced): its work joins that trace.
     trace_parent: str = ""
 
@@ -109,6 +111,7 @@ class WebhookDelivery:
         event_type: str,
         body: str,
         now: datetime,
+        order_id: str = "",
     ) -> WebhookDelivery:
         """A delivery due at once."""
         return cls(
@@ -117,6 +120,7 @@ class WebhookDelivery:
             event_id=event_id,
             event_type=event_type,
             body=body,
+            order_id=order_id,
             status=DeliveryStatus.PENDING,
             attempts=0,
             last_status_code=0,

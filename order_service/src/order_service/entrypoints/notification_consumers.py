@@ -48,6 +48,7 @@ async def _order_event(session: AsyncSession, envelope: EventEnvelope, payload: 
             event_id=envelope.id,
             event_type=envelope.type,
             customer_id=payload.customer_id,
+            order_id=payload.order_id,
             time=envelope.time.ToDatetime(tzinfo=UTC),
             # The JSON the gateway uses too: proto field names, every field present.
             data=json_format.MessageToDict(
@@ -65,6 +66,7 @@ async def _welcome(session: AsyncSession, envelope: EventEnvelope, payload: Mess
     await notifications.queue_welcome_email(
         emails=SqlEmailRepository(session, skip_locked=False),
         event_id=envelope.id,
+        user_id=payload.user_id,
         recipient=payload.email,
         full_name=payload.full_name,
         now=_now(),

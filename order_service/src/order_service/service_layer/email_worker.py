@@ -67,7 +67,13 @@ class EmailWorker:
 
     async def _traced_attempt(self, email: Email) -> None:
         # a span in the trace of the event that caused the email
-        with span_in_trace("email send", email.trace_parent, event_id=email.event_id):
+        with span_in_trace(
+            "email send",
+            email.trace_parent,
+            event_id=email.event_id,
+            user_id=email.user_id,
+            order_id=email.order_id,
+        ):
             await self._attempt(email)
 
     async def _claim_due(self) -> list[Email]:

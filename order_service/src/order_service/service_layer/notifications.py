@@ -23,12 +23,25 @@ class CustomerNotKnownYet(Exception):
 
 
 async def queue_welcome_email(
-    *, emails: EmailRepository, event_id: str, recipient: str, full_name: str, now: datetime
+    *,
+    emails: EmailRepository,
+    event_id: str,
+    user_id: str,
+    recipient: str,
+    full_name: str,
+    now: datetime,
 ) -> None:
     """Queue the welcome email of a new user."""
     subject, body = welcome_email(full_name=full_name)
     await emails.add(
-        Email.new(event_id=event_id, recipient=recipient, subject=subject, body=body, now=now)
+        Email.new(
+            event_id=event_id,
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            now=now,
+            user_id=user_id,
+        )
     )
 
 
@@ -59,7 +72,15 @@ async def queue_order_email(
         total_cents=total_cents,
     )
     await emails.add(
-        Email.new(event_id=event_id, recipient=contact.email, subject=subject, body=body, now=now)
+        Email.new(
+            event_id=event_id,
+            recipient=contact.email,
+            subject=subject,
+            body=body,
+            now=now,
+            user_id=customer_id,
+            order_id=order_id,
+        )
     )
 
 

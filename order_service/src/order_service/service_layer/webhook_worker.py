@@ -85,6 +85,7 @@ class WebhookDeliveryWorker:
             event_id=delivery.event_id,
             webhook_id=webhook.id,
             delivery_id=delivery.id,
+            order_id=delivery.order_id,
         ):
             await self._attempt(delivery, webhook)
 

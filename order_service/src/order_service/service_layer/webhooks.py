@@ -54,6 +54,7 @@ class OrderEvent:
     customer_id: str
     time: datetime
     data: dict[str, Any]
+    order_id: str = ""
 
 
 def utc_now() -> datetime:
@@ -183,6 +184,7 @@ async def record_deliveries(
                     event_type=event.event_type,
                     body=body,
                     now=now,
+                    order_id=event.order_id,
                 )
             )
             created += 1
