@@ -42,6 +42,18 @@ async def queue_order_email(
     return event_id
 
 
+async def queue_welcome_email_e1(store: Store, clock: Clock) -> None:
+    """The welcome email of user u-a (a@x.io), caused by event e1."""
+    await notifications.queue_welcome_email(
+        emails=FakeEmails(store),
+        event_id="e1",
+        user_id="u-a",
+        recipient="a@x.io",
+        full_name="A",
+        now=clock(),
+    )
+
+
 async def test_a_welcome_email_is_queued_for_the_new_user() -> None:
     store, clock = Store(), Clock()
     event_id = new_id()
@@ -89,14 +101,7 @@ async def test_an_unknown_customer_makes_the_event_retry_and_a_deleted_one_gets_
 
 async def test_the_email_worker_sends_each_email_once_and_retries_failures() -> None:
     store, clock = Store(), Clock()
-    await notifications.queue_welcome_email(
-        emails=FakeEmails(store),
-        event_id="e1",
-        user_id="u-a",
-        recipient="a@x.io",
-        full_name="A",
-        now=clock(),
-    )
+    await queue_welcome_email_e1(store, clock)
     mailer = FakeMailer(failures=1)
     worker = EmailWorker(
         uow_factory=lambda: FakeNotificationUnitOfWork(store),
@@ -122,14 +127,7 @@ async def test_the_email_worker_sends_each_email_once_and_retries_failures() -> 
 
 async def test_an_email_gives_up_after_its_attempts() -> None:
     store, clock = Store(), Clock()
-    await notifications.queue_welcome_email(
-        emails=FakeEmails(store),
-        event_id="e1",
-        user_id="u-a",
-        recipient="a@x.io",
-        full_name="A",
-        now=clock(),
-    )
+    await queue_welcome_email_e1(store, clock)
     worker = EmailWorker(
         uow_factory=lambda: FakeNotificationUnitOfWork(store),
         mailer=FakeMailer(failures=10),
