@@ -245,10 +245,10 @@ class StatementTracer:
     def _name(self, statement: str) -> str:
         name = self._names.get(statement)
         if name is None:
-            statement = _LEADING_COMMENT.sub("", statement)
-            words = statement.split(maxsplit=1)
+            text = _LEADING_COMMENT.sub("", statement)
+            words = text.split(maxsplit=1)
             operation = words[0].upper() if words else ""
-            table = _TABLE.search(statement)
+            table = _TABLE.search(text)
             target = table.group(1).strip('"`') if table else self._database
             name = " ".join(part for part in (operation, target) if part)
             if len(self._names) >= 1000:  # statements are few and cached; bound it anyway

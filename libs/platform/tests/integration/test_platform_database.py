@@ -184,6 +184,17 @@ def test_a_statement_span_is_named_after_its_operation_and_table(
     assert StatementTracer(engine.sync_engine)._name(statement) == name
 
 
+def test_a_statement_name_is_worked_out_once_per_statement_as_given(tmp_path: Path) -> None:
+    """The cache is keyed by the statement SQLAlchemy passes, leading comment and all."""
+    from tienda_platform.telemetry import StatementTracer
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
+    tracer = StatementTracer(engine.sync_engine)
+    statement = "/* why */ SELECT units FROM stock"
+    assert tracer._name(statement) == "SELECT stock"
+    assert tracer._names == {statement: "SELECT stock"}
+
+
 async def test_a_statement_outside_a_kept_trace_starts_no_span(engine: AsyncEngine) -> None:
     """Outside any trace, or in a trace that is not kept, a statement's span would be dropped:
     it is not even started (the sampler is never asked about it)."""
