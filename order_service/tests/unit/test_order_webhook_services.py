@@ -63,7 +63,6 @@ def order_event(customer_id: str, event_type: str = "order.created") -> webhooks
         customer_id=customer_id,
         time=datetime(2026, 12, 1, 11, 59, 0, 123000, tzinfo=UTC),
         data={"order_id": "o-1", "customer_id": customer_id, "total_cents": "2999"},
-        order_id="o-1",
     )
 
 

@@ -48,7 +48,6 @@ async def _order_event(session: AsyncSession, envelope: EventEnvelope, payload: 
             event_id=envelope.id,
             event_type=envelope.type,
             customer_id=payload.customer_id,
-            order_id=payload.order_id,
             time=envelope.time.ToDatetime(tzinfo=UTC),
             # The JSON the gateway uses too: proto field names, every field present.
             data=json_format.MessageToDict(

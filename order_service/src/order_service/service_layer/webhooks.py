@@ -54,7 +54,10 @@ class OrderEvent:
     customer_id: str
     time: datetime
     data: dict[str, Any]
-    order_id: str = ""
+
+    @property
+    def order_id(self) -> str:
+        return str(self.data.get("order_id", ""))
 
 
 def utc_now() -> datetime:
