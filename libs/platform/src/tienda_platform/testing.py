@@ -166,7 +166,7 @@ async def redis_url(request: pytest.FixtureRequest, embedded_redis: Any) -> Asyn
     else:
         url = os.environ.get(REDIS_ENV) or ""
         if not url:
-            pytest.skip(f"{REDIS_ENV} is not set; CI sets it")
+            pytest.skip(f"{REDIS_ENV} is not set; .ci/run sets it")
     client = redis.Redis.from_url(url)
     await client.flushdb()
     await client.aclose()
