@@ -128,10 +128,16 @@ def bootstrap(
     settings = settings or get_settings()
     engine: AsyncEngine | None = None
     closers: list[Callable[[], Awaitable[None]]] = []
-    wake_up: list[Callable[[], None]] = []
+    # filled once the outbox relay and the saga worker exist
+    wake_relay: list[Callable[[], None]] = []
+    wake_sagas: list[Callable[[], None]] = []
 
-    def committed() -> None:
-        for notify in wake_up:
+    def events_recorded() -> None:
+        for notify in wake_relay:
+            notify()
+
+    def saga_due() -> None:
+        for notify in wake_sagas:
             notify()
 
     read_uow_factory: Callable[[], AbstractUnitOfWork] | None = None
@@ -142,7 +148,7 @@ def bootstrap(
         read_uow_factory = partial(SqlUnitOfWork, session_factory(engine, read_only=True))
 
         def uow_factory() -> AbstractUnitOfWork:
-            return SqlUnitOfWork(sessions, on_commit=committed)
+            return SqlUnitOfWork(sessions, on_events=events_recorded, on_saga_due=saga_due)
 
     if catalog is None:
         if service_token is None:
@@ -176,8 +182,8 @@ def bootstrap(
             app,
             engine=engine,
             payments=payments or SimulatedPaymentProvider(session_factory(engine)),
-            wake_up=wake_up,
-            on_commit=committed,
+            wake_relay=wake_relay,
+            wake_sagas=wake_sagas,
         )
     return app
 
@@ -187,8 +193,8 @@ def _wire_events(
     *,
     engine: AsyncEngine,
     payments: PaymentProvider,
-    wake_up: list[Callable[[], None]],
-    on_commit: Callable[[], None],
+    wake_relay: list[Callable[[], None]],
+    wake_sagas: list[Callable[[], None]],
 ) -> None:
     """The outbox relay, the saga worker and the consumer groups, on one Redis broker."""
     settings = app.settings
@@ -210,13 +216,20 @@ def _wire_events(
         poll_seconds=settings.saga_poll_seconds,
     )
     # a commit may have written events (for the relay) or made a saga due (for the worker)
-    wake_up += [relay.notify, worker.notify]
+    wake_relay.append(relay.notify)
+    wake_sagas.append(worker.notify)
+
+    def handled() -> None:
+        # a consumer's handler may have done either; the consumer tells only that it did
+        relay.notify()
+        worker.notify()
+
     app.broker = broker
     app.saga_worker = worker
     app.deps = replace(app.deps, saga_runs_here=worker)
     app.consumers += [
         build_consumer(
-            SAGA_GROUP, broker=broker, engine=engine, consumer=worker_name, after_commit=on_commit
+            SAGA_GROUP, broker=broker, engine=engine, consumer=worker_name, after_commit=handled
         ),
         # the read model's handlers write only summaries: nothing for the relay or the worker
         build_consumer(READ_MODEL_GROUP, broker=broker, engine=engine, consumer=worker_name),

@@ -16,7 +16,7 @@ from order_service.domain.commands import CreateOrder, RequestedItem
 from order_service.domain.model import Order, OrderStatus, PaymentStatus, SagaMode
 from order_service.domain.saga import RetryPolicy, Saga, SagaStep
 from order_service.service_layer import services
-from order_service.service_layer.order_saga import SagaRunner
+from order_service.service_layer.order_saga import SagaRunner, give_back
 from order_service.service_layer.ports import ChargeResult, PaymentProvider, SagaRunsHere
 from order_service.service_layer.saga_worker import SagaWorker
 from order_service.service_layer.unit_of_work import SqlUnitOfWork
@@ -74,6 +74,51 @@ async def place(
         saga_mode=SagaMode.ORCHESTRATION,
         saga_runs_here=saga_runs_here,
     )
+
+
+async def test_a_commit_wakes_the_relay_for_its_events_and_the_worker_for_a_saga_it_holds_not(
+    engine: AsyncEngine, catalog: FakeProductCatalog
+) -> None:
+    woken = {"relay": 0, "sagas": 0}
+    sessions = session_factory(engine)
+
+    def waking() -> SqlUnitOfWork:
+        return SqlUnitOfWork(
+            sessions,
+            on_events=lambda: woken.__setitem__("relay", woken["relay"] + 1),
+            on_saga_due=lambda: woken.__setitem__("sagas", woken["sagas"] + 1),
+        )
+
+    # placed where no worker runs: its saga is due for any worker, and order.created waits
+    await place(waking, catalog)
+    assert woken == {"relay": 1, "sagas": 1}
+
+    # placed here: this process's worker holds the saga and runs it at once, storing each
+    # step with its claim; only the events of those steps wake anyone
+    here = worker("here", waking, catalog, FakePaymentProvider())
+    order = await place(waking, catalog, saga_runs_here=here)
+
+    async def confirmed() -> bool:
+        stored, saga = await load(uow_factory=waking, order_id=order.id)
+        return stored.status is OrderStatus.CONFIRMED and saga.is_done
+
+    await wait_until(confirmed, within=15)
+    # order.created, payment.approved and order.confirmed
+    assert woken == {"relay": 4, "sagas": 1}
+
+    # a read wakes nobody
+    async with waking() as uow:
+        await uow.orders.get(order.id)
+        await uow.commit()
+    assert woken == {"relay": 4, "sagas": 1}
+
+    # a saga given back (its order cancelled) while no worker holds it is due for any
+    async with waking() as uow:
+        stored = await uow.orders.get(order.id, for_update=True)
+        assert stored is not None
+        await give_back(uow, stored)
+        await uow.commit()
+    assert woken == {"relay": 4, "sagas": 2}
 
 
 async def load(uow_factory: UowFactory, order_id: str) -> tuple[Order, Saga]:

@@ -43,8 +43,14 @@ class SagaRepository(abc.ABC):
         """Hand back every claim of worker: its sagas are due again at once."""
 
 
-# session.info key: the transaction added or changed a saga (the saga worker may have work).
-SAGA_CHANGED = "order_service.saga_changed"
+# session.info key: the transaction stored a saga that no worker holds (unclaimed, not done),
+# so the saga worker may have work. A saga stored with a claim is its worker's already.
+SAGA_DUE = "order_service.saga_due"
+
+
+def _mark_if_due(session: AsyncSession, saga: Saga) -> None:
+    if not saga.claimed_by and not saga.is_done:
+        session.info[SAGA_DUE] = True
 
 
 def _row(saga: Saga) -> SagaRow:
@@ -89,7 +95,7 @@ class SqlSagaRepository(SagaRepository):
         self._rows: dict[str, SagaRow] = {}
 
     async def add(self, saga: Saga) -> None:
-        self._session.info[SAGA_CHANGED] = True
+        _mark_if_due(self._session, saga)
         saga.trace_parent = current_traceparent()
         row = _row(saga)
         self._session.add(row)
@@ -108,7 +114,7 @@ class SqlSagaRepository(SagaRepository):
         return _saga(row)
 
     async def save(self, saga: Saga) -> None:
-        self._session.info[SAGA_CHANGED] = True
+        _mark_if_due(self._session, saga)
         row = self._rows.get(saga.order_id)
         if row is None:
             await self._session.merge(_row(saga))

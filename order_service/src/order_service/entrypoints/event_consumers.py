@@ -166,8 +166,8 @@ def build_consumer(
 ) -> EventConsumer:
     """The consumer of group, reading what the topology says the group reads.
 
-    after_commit runs after a handler's commit that recorded events or added or changed a
-    saga (the read model's handlers do neither)."""
+    after_commit runs after a handler's commit that recorded events or stored a saga that no
+    worker holds (the read model's handlers do neither)."""
     event_consumer = EventConsumer(
         broker=broker,
         engine=engine,

@@ -20,7 +20,7 @@ from tienda_platform.outbox import record_event, take_recorded
 
 from order_service.adapters.customer_repository import CustomerRepository, SqlCustomerRepository
 from order_service.adapters.repository import OrderRepository, SqlOrderRepository
-from order_service.adapters.saga_repository import SAGA_CHANGED, SagaRepository, SqlSagaRepository
+from order_service.adapters.saga_repository import SAGA_DUE, SagaRepository, SqlSagaRepository
 from order_service.adapters.summary_repository import SqlSummaryRepository, SummaryRepository
 from order_service.domain.model import Order
 from order_service.domain.saga import Saga
@@ -28,10 +28,16 @@ from order_service.domain.saga import Saga
 EVENT_SOURCE = "order_service"
 
 
+def stored_due_saga(session: AsyncSession) -> bool:
+    """Whether the session's transaction stored a saga that no worker holds (work for the saga
+    worker); forgets it, for the next transaction."""
+    return bool(session.info.pop(SAGA_DUE, False))
+
+
 def gave_background_work(session: AsyncSession) -> bool:
-    """Whether the session's transaction recorded events (work for the outbox relay) or added
-    or changed a saga (work for the saga worker); forgets it, for the next transaction."""
-    return take_recorded(session) | bool(session.info.pop(SAGA_CHANGED, False))
+    """Whether the session's transaction recorded events (work for the outbox relay) or stored
+    a saga that no worker holds (work for the saga worker); forgets both."""
+    return take_recorded(session) | stored_due_saga(session)
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -128,17 +134,22 @@ class _SessionBacked(AbstractUnitOfWork):
 
 
 class SqlUnitOfWork(_SessionBacked):
-    """A unit of work over a session of its own. `on_commit` runs after a commit that recorded
-    events or added or changed a saga (it wakes the outbox relay and the saga worker)."""
+    """A unit of work over a session of its own. After a commit, `on_events` runs if the
+    transaction recorded events (it wakes the outbox relay), and `on_saga_due` if it stored a
+    saga that no worker holds (it wakes the saga worker). A saga step stored by the worker
+    that holds the saga wakes nobody: the worker goes on with it at once, and a wake-up would
+    only cost it a claim that finds nothing."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
-        on_commit: Callable[[], None] | None = None,
+        on_events: Callable[[], None] | None = None,
+        on_saga_due: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
-        self._on_commit = on_commit
+        self._on_events = on_events
+        self._on_saga_due = on_saga_due
 
     async def __aenter__(self) -> AbstractUnitOfWork:
         self._bind(self._sessions())
@@ -159,12 +170,14 @@ class SqlUnitOfWork(_SessionBacked):
 
     async def commit(self) -> None:
         assert self._session is not None, "commit outside `async with uow`"
-        # waking the relay and the saga worker after every commit would cost two idle
-        # transactions each
-        wake = gave_background_work(self._session)
+        # waking the relay and the saga worker after every commit would cost each of them
+        # a transaction that finds nothing to do
+        events, saga_due = take_recorded(self._session), stored_due_saga(self._session)
         await self._session.commit()
-        if wake and self._on_commit is not None:
-            self._on_commit()
+        if events and self._on_events is not None:
+            self._on_events()
+        if saga_due and self._on_saga_due is not None:
+            self._on_saga_due()
 
     async def rollback(self) -> None:
         if self._session is not None:
