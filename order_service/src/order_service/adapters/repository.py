@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -192,15 +193,8 @@ class SqlOrderRepository(OrderRepository):
     ) -> tuple[Order, SagaRow] | None:
         """The order and its saga's row in one statement; None when either is missing.
         for_update locks both rows (the order's first)."""
-        # sqlmodel types select() for up to four entities
-        every: Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow] = select(  # type: ignore[call-overload]
-            OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow, SagaRow
-        )
-        query = _joined(every).join(SagaRow, col(SagaRow.order_id) == col(OrderRow.id))
-        query = query.where(OrderRow.id == order_id)
-        if for_update:
-            query = query.with_for_update(of=[OrderRow, SagaRow])
-        found = (await self._session.exec(query)).all()
+        query = _WITH_SAGA_FOR_UPDATE if for_update else _WITH_SAGA
+        found = (await self._session.exec(query, params={"order_id": order_id})).all()
         if not found:
             return None
         orders = self._assemble([(row, name, item, pay) for row, name, item, pay, _ in found])
@@ -300,3 +294,21 @@ def _joined(query: Query) -> Query:
         .join(OrderItemRow, col(OrderItemRow.order_id) == col(OrderRow.id), isouter=True)
         .join(PaymentRow, col(PaymentRow.order_id) == col(OrderRow.id), isouter=True)
     )
+
+
+def _with_saga(*, for_update: bool) -> Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow]:
+    """The statement of get_with_saga, for the bound parameter order_id; for_update locks the
+    order's row and then its saga's."""
+    # sqlmodel types select() for up to four entities
+    every: Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow] = select(  # type: ignore[call-overload]
+        OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow, SagaRow
+    )
+    query = _joined(every).join(SagaRow, col(SagaRow.order_id) == col(OrderRow.id))
+    query = query.where(col(OrderRow.id) == sa.bindparam("order_id"))
+    return query.with_for_update(of=[OrderRow, SagaRow]) if for_update else query
+
+
+# Built once: every step of every saga runs one, and building this join (and its cache key)
+# costs more than running it.
+_WITH_SAGA = _with_saga(for_update=False)
+_WITH_SAGA_FOR_UPDATE = _with_saga(for_update=True)
