@@ -12,8 +12,11 @@ import sqlalchemy as sa
 from events.v1 import events_pb2
 from faststream.redis import RedisBroker
 from google.protobuf.message import Message
+from order_service.adapters.address_resolver import SystemAddressResolver
 from order_service.adapters.notification_repository import SqlRegistrationCounter
 from order_service.entrypoints.notification_consumers import build_notification_consumer
+from order_service.service_layer import webhooks
+from order_service.service_layer.notification_unit_of_work import SqlNotificationUnitOfWork
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,7 +27,7 @@ from tienda_platform.events import EventEnvelope, build_envelope
 from tienda_platform.ids import new_id
 from tienda_platform.testing import TokenMint, events_consumed
 
-from ..unit.notification_fakes import eventually
+from ..unit.notification_fakes import eventually, person
 from .running_notifications import RunningService, notification_settings, run_service
 from .smtp_sink import SmtpSink
 
@@ -255,3 +258,53 @@ async def test_two_replicas_of_a_group_split_the_events_and_count_each_once(
         await publisher.stop()
         for replica in replicas:
             await replica.broker.stop()
+
+
+async def test_a_group_wakes_its_worker_only_after_a_handler_queued_work_for_it(
+    engine: AsyncEngine, redis_url: str
+) -> None:
+    woken = {"webhooks": 0, "notifications": 0}
+
+    def wake(group: str) -> None:
+        woken[group] += 1
+
+    consumers = {
+        group: build_notification_consumer(
+            group,
+            broker=RedisBroker(redis_url),
+            engine=engine,
+            consumer="c",
+            emails_enabled=True,
+            after_commit=lambda group=group: wake(group),
+        )
+        for group in woken
+    }
+
+    async def handle(group: str, stream: str, event_type: str, payload: Message) -> None:
+        envelope = build_envelope(
+            event_type=event_type, source="test", subject="s/1", payload=payload
+        )
+        await consumers[group].handle(stream, envelope.SerializeToString(), b"1-0")
+
+    def created(customer_id: str) -> events_pb2.OrderCreated:
+        return events_pb2.OrderCreated(order_id=new_id(), customer_id=customer_id)
+
+    # no webhook receives alice's orders: handled, nothing queued, the worker sleeps on
+    await handle("webhooks", ORDER_EVENTS, "order.created", created("alice"))
+    assert woken == {"webhooks": 0, "notifications": 0}
+
+    await webhooks.create_webhook(
+        url="http://127.0.0.1:9/hook",
+        event_types=["order.created"],
+        principal=person("alice"),
+        uow=SqlNotificationUnitOfWork(session_factory(engine), skip_locked=False),
+        resolver=SystemAddressResolver(),
+        allow_private=True,
+    )
+    await handle("webhooks", ORDER_EVENTS, "order.created", created("alice"))
+    assert woken == {"webhooks": 1, "notifications": 0}
+
+    # a welcome email queued
+    user = registered(new_id(), "ana@example.com", "Ana")
+    await handle("notifications", AUTH_EVENTS, "user.registered", user)
+    assert woken == {"webhooks": 1, "notifications": 1}

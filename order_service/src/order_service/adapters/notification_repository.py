@@ -79,6 +79,10 @@ def _email_row(email: Email) -> OutgoingEmailRow:
     )
 
 
+# session.info key: the transaction queued emails (the email worker has work).
+EMAILS_ADDED = "order_service.emails_added"
+
+
 class SqlEmailRepository(EmailRepository):
     def __init__(self, session: AsyncSession, *, skip_locked: bool) -> None:
         self._session = session
@@ -86,6 +90,7 @@ class SqlEmailRepository(EmailRepository):
         self._skip_locked = skip_locked
 
     async def add(self, email: Email) -> None:
+        self._session.info[EMAILS_ADDED] = True
         self._session.add(_email_row(replace(email, trace_parent=current_traceparent())))
 
     async def get(self, event_id: str, *, for_update: bool = False) -> Email | None:

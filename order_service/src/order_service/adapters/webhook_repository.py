@@ -167,6 +167,10 @@ class SqlWebhookRepository(WebhookRepository):
         return [_webhook(row) for row in (await self._session.exec(query)).all()]
 
 
+# session.info key: the transaction queued webhook deliveries (the delivery worker has work).
+DELIVERIES_ADDED = "order_service.deliveries_added"
+
+
 class SqlDeliveryRepository(DeliveryRepository):
     def __init__(self, session: AsyncSession, *, skip_locked: bool) -> None:
         self._session = session
@@ -174,6 +178,7 @@ class SqlDeliveryRepository(DeliveryRepository):
         self._skip_locked = skip_locked
 
     async def add(self, delivery: WebhookDelivery) -> None:
+        self._session.info[DELIVERIES_ADDED] = True
         self._session.add(_delivery_row(replace(delivery, trace_parent=current_traceparent())))
 
     async def get(self, delivery_id: str, *, for_update: bool = False) -> WebhookDelivery | None:

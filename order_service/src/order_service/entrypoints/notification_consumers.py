@@ -25,10 +25,15 @@ from tienda_platform.events import EventEnvelope
 
 from order_service.adapters.customer_contacts import SqlCustomerContacts
 from order_service.adapters.notification_repository import (
+    EMAILS_ADDED,
     SqlEmailRepository,
     SqlRegistrationCounter,
 )
-from order_service.adapters.webhook_repository import SqlDeliveryRepository, SqlWebhookRepository
+from order_service.adapters.webhook_repository import (
+    DELIVERIES_ADDED,
+    SqlDeliveryRepository,
+    SqlWebhookRepository,
+)
 from order_service.service_layer import notifications, webhooks
 
 WEBHOOKS_GROUP = "webhooks"
@@ -87,6 +92,20 @@ async def _order_ended(session: AsyncSession, envelope: EventEnvelope, payload: 
     )
 
 
+# what each group queues for a worker to send, as the session.info key that says it did
+_QUEUES = {WEBHOOKS_GROUP: DELIVERIES_ADDED, NOTIFICATIONS_GROUP: EMAILS_ADDED}
+
+
+def _queued(key: str) -> Callable[[AsyncSession], bool]:
+    """Whether a handler's transaction queued work under key (and forget it): most order
+    events reach no webhook, and waking the delivery worker for nothing costs it a claim."""
+
+    def queued(session: AsyncSession) -> bool:
+        return bool(session.info.pop(key, False))
+
+    return queued
+
+
 def _emails_off(_payload: Message) -> bool:
     """No email is queued while emails are off (no SMTP_HOST); the group still reads and
     acknowledges the events, so turning emails on later does not send a backlog of stale
@@ -132,7 +151,10 @@ def build_notification_consumer(
     after_commit: Callable[[], None] | None = None,
     claim_idle_ms: int = 10_000,
 ) -> EventConsumer:
-    """The consumer of one notification group, reading what the topology says it reads."""
+    """The consumer of one notification group, reading what the topology says it reads.
+
+    after_commit runs after a handler's commit that queued what it is for: a webhook
+    delivery (the webhooks group) or an email (the notifications group)."""
     handlers = _handlers()[group]
     when = None if emails_enabled or group != NOTIFICATIONS_GROUP else _emails_off
     event_consumer = EventConsumer(
@@ -141,6 +163,7 @@ def build_notification_consumer(
         group=group,
         consumer=consumer,
         after_commit=after_commit,
+        wake_when=_queued(_QUEUES[group]) if group in _QUEUES else None,
         claim_idle_ms=claim_idle_ms,
     )
     for subscription in subscriptions_of(group):
