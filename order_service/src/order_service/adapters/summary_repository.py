@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
@@ -87,6 +88,12 @@ def _with_names() -> Select[OrderSummaryRow, str]:
     )
 
 
+# Built once (each order's events read its summary twice): a statement's construction costs
+# more than its execution. SQLite has no FOR UPDATE: its writers hold the database's lock.
+_BY_ID = _with_names().where(col(OrderSummaryRow.order_id) == sa.bindparam("order_id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update(of=OrderSummaryRow)
+
+
 class SqlSummaryRepository(SummaryRepository):
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -95,10 +102,8 @@ class SqlSummaryRepository(SummaryRepository):
         self._found: dict[str, OrderSummaryRow | None] = {}
 
     async def get(self, order_id: str, *, for_update: bool = False) -> OrderSummary | None:
-        query = _with_names().where(col(OrderSummaryRow.order_id) == order_id)
-        if for_update:  # SQLite has no FOR UPDATE: its writers hold the database's lock
-            query = query.with_for_update(of=OrderSummaryRow)
-        found = (await self._session.exec(query)).first()
+        query = _BY_ID_FOR_UPDATE if for_update else _BY_ID
+        found = (await self._session.exec(query, params={"order_id": order_id})).first()
         self._found[order_id] = found[0] if found is not None else None
         return _summary(*found) if found is not None else None
 
