@@ -179,14 +179,12 @@ class SqlOrderRepository(OrderRepository):
     async def get(
         self, order_id: str, *, for_update: bool = False, in_mode: SagaMode | None = None
     ) -> Order | None:
-        query = _whole_orders().where(OrderRow.id == order_id)
-        if in_mode is not None:
-            query = query.where(OrderRow.saga_mode == in_mode.value)
-        if for_update:
-            # the order's row only: PostgreSQL locks no row of a join's nullable side
-            query = query.with_for_update(of=OrderRow)
-        orders = self._assemble((await self._session.exec(query)).all())
-        return orders[0] if orders else None
+        query = _BY_ID_FOR_UPDATE if for_update else _BY_ID
+        found = (await self._session.exec(query, params={"order_id": order_id})).all()
+        orders = self._assemble(found)
+        if not orders or (in_mode is not None and orders[0].saga_mode is not in_mode):
+            return None
+        return orders[0]
 
     async def get_with_saga(
         self, order_id: str, *, for_update: bool = False
@@ -296,6 +294,13 @@ def _joined(query: Query) -> Query:
     )
 
 
+# Built once, as every order's saga reads its order several times: building these joins (and
+# their cache keys) costs more than running them. FOR UPDATE locks the order's row only:
+# PostgreSQL locks no row of a join's nullable side.
+_BY_ID = _whole_orders().where(col(OrderRow.id) == sa.bindparam("order_id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update(of=OrderRow)
+
+
 def _with_saga(*, for_update: bool) -> Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow]:
     """The statement of get_with_saga, for the bound parameter order_id; for_update locks the
     order's row and then its saga's."""
@@ -308,7 +313,5 @@ def _with_saga(*, for_update: bool) -> Select[OrderRow, str, OrderItemRow, Payme
     return query.with_for_update(of=[OrderRow, SagaRow]) if for_update else query
 
 
-# Built once: every step of every saga runs one, and building this join (and its cache key)
-# costs more than running it.
 _WITH_SAGA = _with_saga(for_update=False)
 _WITH_SAGA_FOR_UPDATE = _with_saga(for_update=True)
