@@ -229,7 +229,12 @@ def _wire_events(
     app.deps = replace(app.deps, saga_runs_here=worker)
     app.consumers += [
         build_consumer(
-            SAGA_GROUP, broker=broker, engine=engine, consumer=worker_name, after_commit=handled
+            SAGA_GROUP,
+            broker=broker,
+            engine=engine,
+            consumer=worker_name,
+            after_commit=handled,
+            saga_runs_here=worker,
         ),
         # the read model's handlers write only summaries: nothing for the relay or the worker
         build_consumer(READ_MODEL_GROUP, broker=broker, engine=engine, consumer=worker_name),

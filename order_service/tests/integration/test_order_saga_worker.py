@@ -15,11 +15,11 @@ from order_service.adapters.saga_repository import SqlSagaRepository
 from order_service.domain.commands import CreateOrder, RequestedItem
 from order_service.domain.model import Order, OrderStatus, PaymentStatus, SagaMode
 from order_service.domain.saga import RetryPolicy, Saga, SagaStep
-from order_service.service_layer import services
+from order_service.service_layer import choreography, services
 from order_service.service_layer.order_saga import SagaRunner, give_back
 from order_service.service_layer.ports import ChargeResult, PaymentProvider, SagaRunsHere
 from order_service.service_layer.saga_worker import SagaWorker
-from order_service.service_layer.unit_of_work import SqlUnitOfWork
+from order_service.service_layer.unit_of_work import SessionUnitOfWork, SqlUnitOfWork
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from tienda_platform.database import session_factory
@@ -74,6 +74,50 @@ async def place(
         saga_mode=SagaMode.ORCHESTRATION,
         saga_runs_here=saga_runs_here,
     )
+
+
+async def test_a_choreographed_payment_runs_at_once_here_after_the_reservation_commits(
+    uow_factory: UowFactory, engine: AsyncEngine, catalog: FakeProductCatalog
+) -> None:
+    here = worker("here", uow_factory, catalog, FakePaymentProvider())
+    adopted: list[str] = []
+
+    class Watched:
+        """This process's worker, watched."""
+
+        def lease(self, now: datetime) -> tuple[str, datetime]:
+            return here.lease(now)
+
+        def adopt(self, saga: Saga, order: Order) -> None:
+            adopted.append(saga.order_id)
+            here.adopt(saga, order)
+
+    order = await services.create_order(
+        command=CreateOrder(items=(RequestedItem(MUG, 1),), payment_token="tok_ok"),
+        principal=customer(),
+        uow=uow_factory(),
+        catalog=catalog,
+        saga_mode=SagaMode.CHOREOGRAPHY,
+    )
+    # as the consumer of stock.reserved runs it: inside the consumer's own transaction
+    async with session_factory(engine)() as session, session.begin():
+        await choreography.stock_reserved(
+            uow=SessionUnitOfWork(session), order_id=order.id, saga_runs_here=Watched()
+        )
+        assert adopted == []  # nothing runs before the saga is stored
+    assert adopted == [order.id]
+
+    async def confirmed() -> bool:
+        stored, saga = await load(uow_factory, order.id)
+        return stored.status is OrderStatus.CONFIRMED and saga.is_done
+
+    # no claim from the saga log: this worker's loop is not even running
+    await wait_until(confirmed, within=15)
+    assert await events_of(engine, order.id) == [
+        "order.created",
+        "payment.approved",
+        "order.confirmed",
+    ]
 
 
 async def test_a_commit_wakes_the_relay_for_its_events_and_the_worker_for_a_saga_it_holds_not(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 
 from events.v1 import events_pb2
 from faststream.redis import RedisBroker
@@ -22,6 +23,7 @@ from tienda_platform.events import EventEnvelope
 
 from order_service.domain.model import OrderLine, OrderStatus, SagaMode
 from order_service.service_layer import choreography, customers, read_model
+from order_service.service_layer.ports import SagaRunsHere
 from order_service.service_layer.unit_of_work import SessionUnitOfWork, gave_background_work
 
 SAGA_GROUP = "order_service"
@@ -32,9 +34,16 @@ def _time(envelope: EventEnvelope) -> datetime:
     return envelope.time.ToDatetime(tzinfo=UTC)
 
 
-async def _stock_reserved(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
+async def _stock_reserved(
+    session: AsyncSession,
+    envelope: EventEnvelope,
+    payload: Message,
+    saga_runs_here: SagaRunsHere | None = None,
+) -> None:
     assert isinstance(payload, events_pb2.StockReserved)
-    await choreography.stock_reserved(uow=SessionUnitOfWork(session), order_id=payload.order_id)
+    await choreography.stock_reserved(
+        uow=SessionUnitOfWork(session), order_id=payload.order_id, saga_runs_here=saga_runs_here
+    )
 
 
 async def _stock_rejected(session: AsyncSession, envelope: EventEnvelope, payload: Message) -> None:
@@ -163,11 +172,16 @@ def build_consumer(
     engine: AsyncEngine,
     consumer: str,
     after_commit: Callable[[], None] | None = None,
+    saga_runs_here: SagaRunsHere | None = None,
 ) -> EventConsumer:
     """The consumer of group, reading what the topology says the group reads.
 
     after_commit runs after a handler's commit that recorded events or stored a saga that no
-    worker holds (the read model's handlers do neither)."""
+    worker holds (the read model's handlers do neither). With saga_runs_here, the payment of
+    a choreographed order whose stock is reserved runs at once in this process's worker."""
+    handlers = dict(HANDLERS[group])
+    if group == SAGA_GROUP and saga_runs_here is not None:
+        handlers["stock.reserved"] = partial(_stock_reserved, saga_runs_here=saga_runs_here)
     event_consumer = EventConsumer(
         broker=broker,
         engine=engine,
@@ -181,7 +195,7 @@ def build_consumer(
             event_consumer.on(
                 subscription.stream,
                 event_type,
-                HANDLERS[group][event_type],
+                handlers[event_type],
                 when=CONDITIONS.get((group, event_type)),
             )
     return event_consumer

@@ -6,9 +6,12 @@ Only orders placed in choreography mode react; orchestrated orders hear the same
 
 from __future__ import annotations
 
+from functools import partial
+
 from order_service.domain.model import Order, SagaMode
 from order_service.domain.saga import Saga, SagaStep
 from order_service.service_layer import transitions
+from order_service.service_layer.ports import SagaRunsHere
 from order_service.service_layer.transitions import utc_now
 from order_service.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -21,22 +24,28 @@ async def _pending_choreographed(uow: AbstractUnitOfWork, order_id: str) -> Orde
     return order
 
 
-async def stock_reserved(*, uow: AbstractUnitOfWork, order_id: str) -> None:
+async def stock_reserved(
+    *, uow: AbstractUnitOfWork, order_id: str, saga_runs_here: SagaRunsHere | None = None
+) -> None:
     """The stock is set aside: the payment is due.
 
     The charge itself runs in the saga worker, outside this handler's transaction: the
     consumer's transaction is already open when a handler starts, and on SQLite the payment
-    provider's own write would wait for it.
+    provider's own write would wait for it. With `saga_runs_here`, the saga is stored claimed
+    by this process's worker, which runs it as soon as the transaction commits; otherwise
+    any worker claims it from the saga log.
     """
     async with uow:
         order = await _pending_choreographed(uow, order_id)
         if order is None or await uow.sagas.get(order_id) is not None:
             return
-        await uow.sagas.add(
-            Saga.start(
-                order_id=order_id, mode=SagaMode.CHOREOGRAPHY, step=SagaStep.PAY, now=utc_now()
-            )
-        )
+        now = utc_now()
+        saga = Saga.start(order_id=order_id, mode=SagaMode.CHOREOGRAPHY, step=SagaStep.PAY, now=now)
+        if saga_runs_here is not None:
+            worker, until = saga_runs_here.lease(now)
+            saga.claim(worker=worker, until=until, now=now)
+            uow.after_commit(partial(saga_runs_here.adopt, saga, order))
+        await uow.sagas.add(saga)
         await uow.commit()
 
 
