@@ -103,6 +103,14 @@ def record_event(
     return envelope
 
 
+# The relay's mark of a batch as sent, built once: building a statement costs more than running
+# it, and every batch runs this one.
+_MARK_PUBLISHED = (
+    sa.update(OutboxEvent.__table__)  # type: ignore[attr-defined]
+    .where(OutboxEvent.__table__.c.id.in_(sa.bindparam("ids", expanding=True)))  # type: ignore[attr-defined]
+    .values(published_time=sa.bindparam("now"))
+)
+
 # PostgreSQL advisory lock of the relay at work on a database (each service has its own)
 RELAY_LOCK_KEY = advisory_lock_key("tienda_platform.outbox.relay")
 
@@ -139,6 +147,16 @@ class OutboxRelay:
         self._processed_retention = processed_retention
         self._streams: set[str] = set()  # the streams this relay has published to
         self._wake = asyncio.Event()
+        table = OutboxEvent.__table__  # type: ignore[attr-defined]
+        # built once, like _MARK_PUBLISHED: every batch runs it
+        self._unsent = (
+            sa.select(table.c.id, table.c.event_type, table.c.stream, table.c.envelope)
+            .add_columns(table.c.create_time)
+            .where(table.c.published_time.is_(None))
+            .order_by(table.c.create_time, table.c.id)
+            .limit(batch_size)
+        )
+        self._unsent_locked = self._unsent.with_for_update(skip_locked=True)
 
     def notify(self) -> None:
         """A transaction with events committed: publish now instead of at the next poll."""
@@ -180,20 +198,13 @@ class OutboxRelay:
         the rows sent, so commands and consumers are not held up for a Redis round trip;
         relays of replicas sharing the file take turns by a lock on a file beside it.
         """
-        table = OutboxEvent.__table__  # type: ignore[attr-defined]
-        query = (
-            sa.select(table.c.id, table.c.event_type, table.c.stream, table.c.envelope)
-            .add_columns(table.c.create_time)
-            .where(table.c.published_time.is_(None))
-            .order_by(table.c.create_time, table.c.id)
-            .limit(self._batch_size)
-        )
         if self._sqlite:
             with self._sqlite_relay_lock() as ours:
                 if not ours:
                     return 0  # another relay on this database file is at work
                 async with self._read_sessions() as session, session.begin():
-                    rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
+                    found = await session.exec(self._unsent)  # type: ignore[call-overload]
+                    rows = list(found.all())
                     await self._refresh_backlog(session, rows)
                 if not rows:
                     return 0
@@ -206,8 +217,8 @@ class OutboxRelay:
                     sa.select(sa.func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))
                 ):
                     return 0  # another replica's relay is at work
-                query = query.with_for_update(skip_locked=True)
-                rows = list((await session.exec(query)).all())  # type: ignore[call-overload]
+                found = await session.exec(self._unsent_locked)  # type: ignore[call-overload]
+                rows = list(found.all())
                 await self._refresh_backlog(session, rows)
                 if not rows:
                     return 0
@@ -257,11 +268,8 @@ class OutboxRelay:
             yield True  # closing the file releases the lock
 
     async def _mark_published(self, session: AsyncSession, rows: list[Any]) -> None:
-        table = OutboxEvent.__table__  # type: ignore[attr-defined]
         await session.exec(
-            sa.update(table)
-            .where(table.c.id.in_([row[0] for row in rows]))
-            .values(published_time=datetime.now(UTC))
+            _MARK_PUBLISHED, params={"ids": [row[0] for row in rows], "now": datetime.now(UTC)}
         )
 
     @contextlib.contextmanager
