@@ -107,17 +107,8 @@ async def test_a_choreographed_payment_runs_at_once_here_after_the_reservation_c
         assert adopted == []  # nothing runs before the saga is stored
     assert adopted == [order.id]
 
-    async def confirmed() -> bool:
-        stored, saga = await load(uow_factory, order.id)
-        return stored.status is OrderStatus.CONFIRMED and saga.is_done
-
     # no claim from the saga log: this worker's loop is not even running
-    await wait_until(confirmed, within=15)
-    assert await events_of(engine, order.id) == [
-        "order.created",
-        "payment.approved",
-        "order.confirmed",
-    ]
+    await runs_to_confirmed(uow_factory, engine, order.id)
 
 
 async def test_a_commit_wakes_the_relay_for_its_events_and_the_worker_for_a_saga_it_holds_not(
@@ -142,12 +133,7 @@ async def test_a_commit_wakes_the_relay_for_its_events_and_the_worker_for_a_saga
     here = worker("here", waking, catalog, FakePaymentProvider())
     order = await place(waking, catalog, saga_runs_here=here)
 
-    async def confirmed() -> bool:
-        stored, saga = await load(uow_factory=waking, order_id=order.id)
-        return stored.status is OrderStatus.CONFIRMED and saga.is_done
-
-    await wait_until(confirmed, within=15)
-    # order.created, payment.approved and order.confirmed
+    await runs_to_confirmed(waking, engine, order.id)
     assert woken == {"relay": 4, "sagas": 1}
 
     # a read wakes nobody
@@ -171,6 +157,21 @@ async def load(uow_factory: UowFactory, order_id: str) -> tuple[Order, Saga]:
         saga = await uow.sagas.get(order_id)
     assert order is not None and saga is not None
     return order, saga
+
+
+async def runs_to_confirmed(uow_factory: UowFactory, engine: AsyncEngine, order_id: str) -> None:
+    """Wait until the order is CONFIRMED and its saga done; check what it announced."""
+
+    async def confirmed() -> bool:
+        stored, saga = await load(uow_factory, order_id)
+        return stored.status is OrderStatus.CONFIRMED and saga.is_done
+
+    await wait_until(confirmed, within=15)
+    assert await events_of(engine, order_id) == [
+        "order.created",
+        "payment.approved",
+        "order.confirmed",
+    ]
 
 
 async def events_of(engine: AsyncEngine, order_id: str) -> list[str]:
@@ -382,17 +383,7 @@ async def test_the_saga_of_an_order_placed_here_runs_at_once_claimed_by_this_wor
     assert await elsewhere.claim(limit=10) == []
 
     slow.gate.set()
-
-    async def confirmed() -> bool:
-        stored, _ = await load(uow_factory, order.id)
-        return stored.status is OrderStatus.CONFIRMED
-
-    await wait_until(confirmed, within=15)
-    assert await events_of(engine, order.id) == [
-        "order.created",
-        "payment.approved",
-        "order.confirmed",
-    ]
+    await runs_to_confirmed(uow_factory, engine, order.id)
 
 
 async def test_the_saga_of_an_order_placed_by_a_process_that_died_is_taken_up_from_the_log(
