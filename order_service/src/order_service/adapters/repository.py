@@ -179,12 +179,12 @@ class SqlOrderRepository(OrderRepository):
     async def get(
         self, order_id: str, *, for_update: bool = False, in_mode: SagaMode | None = None
     ) -> Order | None:
-        query = _BY_ID_FOR_UPDATE if for_update else _BY_ID
-        found = (await self._session.exec(query, params={"order_id": order_id})).all()
-        orders = self._assemble(found)
-        if not orders or (in_mode is not None and orders[0].saga_mode is not in_mode):
-            return None
-        return orders[0]
+        params = {"order_id": order_id}
+        if in_mode is not None:
+            params["saga_mode"] = in_mode.value
+        query = _BY_ID[for_update, in_mode is not None]
+        orders = self._assemble((await self._session.exec(query, params=params)).all())
+        return orders[0] if orders else None
 
     async def get_with_saga(
         self, order_id: str, *, for_update: bool = False
@@ -294,24 +294,32 @@ def _joined(query: Query) -> Query:
     )
 
 
-# Built once, as every order's saga reads its order several times: building these joins (and
-# their cache keys) costs more than running them. FOR UPDATE locks the order's row only:
-# PostgreSQL locks no row of a join's nullable side.
-_BY_ID = _whole_orders().where(col(OrderRow.id) == sa.bindparam("order_id"))
-_BY_ID_FOR_UPDATE = _BY_ID.with_for_update(of=OrderRow)
+def _by_id(*, for_update: bool, in_mode: bool) -> Select[OrderRow, str, OrderItemRow, PaymentRow]:
+    """The statement of get, for the bound parameters order_id (and saga_mode)."""
+    query = _whole_orders().where(col(OrderRow.id) == sa.bindparam("order_id"))
+    if in_mode:
+        query = query.where(col(OrderRow.saga_mode) == sa.bindparam("saga_mode"))
+    # the order's row only: PostgreSQL locks no row of a join's nullable side
+    return query.with_for_update(of=OrderRow) if for_update else query
 
 
-def _with_saga(*, for_update: bool) -> Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow]:
-    """The statement of get_with_saga, for the bound parameter order_id; for_update locks the
-    order's row and then its saga's."""
+def _with_saga() -> Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow]:
+    """The statement of get_with_saga, for the bound parameter order_id."""
     # sqlmodel types select() for up to four entities
     every: Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow] = select(  # type: ignore[call-overload]
         OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow, SagaRow
     )
     query = _joined(every).join(SagaRow, col(SagaRow.order_id) == col(OrderRow.id))
-    query = query.where(col(OrderRow.id) == sa.bindparam("order_id"))
-    return query.with_for_update(of=[OrderRow, SagaRow]) if for_update else query
+    return query.where(col(OrderRow.id) == sa.bindparam("order_id"))
 
 
-_WITH_SAGA = _with_saga(for_update=False)
-_WITH_SAGA_FOR_UPDATE = _with_saga(for_update=True)
+# Built once, as every order's saga reads its order several times: building these joins (and
+# their cache keys) costs more than running them.
+_BY_ID = {
+    (for_update, in_mode): _by_id(for_update=for_update, in_mode=in_mode)
+    for for_update in (False, True)
+    for in_mode in (False, True)
+}
+_WITH_SAGA = _with_saga()
+# the order's row first, then its saga's
+_WITH_SAGA_FOR_UPDATE = _WITH_SAGA.with_for_update(of=[OrderRow, SagaRow])
