@@ -93,7 +93,7 @@ def bootstrap(
         # FastStream's tracing and Prometheus middlewares, as in every publishing service
         broker = create_broker(settings.redis_url, service_name="auth_service")
         relay = OutboxRelay(engine=engine, broker=broker)
-        uow = partial(SqlUnitOfWork, session_factory(engine), after_commit=relay.notify)
+        uow = partial(SqlUnitOfWork, session_factory(engine), on_events=relay.notify)
         read_uow = partial(SqlUnitOfWork, session_factory(engine, read_only=True))
     deps = Dependencies(
         uow=uow,

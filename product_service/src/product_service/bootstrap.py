@@ -118,7 +118,7 @@ def bootstrap(
         # Connects lazily: a Redis outage delays events but never blocks a state change.
         broker = create_broker(settings.redis_url, service_name="product_service")
         relay = OutboxRelay(engine=engine, broker=broker)
-        uow = partial(SqlUnitOfWork, session_factory(engine), after_commit=relay.notify)
+        uow = partial(SqlUnitOfWork, session_factory(engine), on_events=relay.notify)
         read_uow = partial(SqlUnitOfWork, session_factory(engine, read_only=True))
         consumer = EventConsumer(
             broker=broker,

@@ -1,7 +1,7 @@
 """Shared infrastructure for tienda's services. No domain logic lives here.
 
 Public API: the modules `settings`, `logging`, `grpc_server`, `grpc_client`, `auth`, `errors`,
-`database`, `pagination`, `ids`, and `testing` (pytest fixtures).
+`database`, `unit_of_work`, `pagination`, `ids`, and `testing` (pytest fixtures).
 """
 
 __version__ = "0.1.0"

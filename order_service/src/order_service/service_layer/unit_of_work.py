@@ -9,7 +9,6 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from google.protobuf.message import Message
@@ -17,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform.outbox import record_event, take_recorded
+from tienda_platform.unit_of_work import SqlTransaction, UnitOfWork
 
 from order_service.adapters.customer_repository import CustomerRepository, SqlCustomerRepository
 from order_service.adapters.repository import OrderRepository, SqlOrderRepository
@@ -40,7 +40,7 @@ def gave_background_work(session: AsyncSession) -> bool:
     return take_recorded(session) | stored_due_saga(session)
 
 
-class AbstractUnitOfWork(abc.ABC):
+class AbstractUnitOfWork(UnitOfWork):
     """`async with uow:` opens a transaction; `commit()` keeps it, leaving rolls back the rest.
 
     One instance serves one use case; it may be entered several times in a row (the saga
@@ -52,17 +52,6 @@ class AbstractUnitOfWork(abc.ABC):
     customers: CustomerRepository
     summaries: SummaryRepository
 
-    async def __aenter__(self) -> AbstractUnitOfWork:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.rollback()
-
     async def order_with_saga(
         self, order_id: str, *, for_update: bool = False
     ) -> tuple[Order, Saga] | None:
@@ -71,14 +60,6 @@ class AbstractUnitOfWork(abc.ABC):
         order = await self.orders.get(order_id, for_update=for_update)
         saga = await self.sagas.get(order_id, for_update=for_update)
         return None if order is None or saga is None else (order, saga)
-
-    @abc.abstractmethod
-    async def commit(self) -> None:
-        """Make the transaction's changes durable."""
-
-    @abc.abstractmethod
-    async def rollback(self) -> None:
-        """Drop the transaction's uncommitted changes."""
 
     @abc.abstractmethod
     def record_event(self, *, event_type: str, subject: str, payload: Message) -> datetime:
@@ -133,7 +114,7 @@ class _SessionBacked(AbstractUnitOfWork):
         event.listen(self._session.sync_session, "after_commit", run, once=True)
 
 
-class SqlUnitOfWork(_SessionBacked):
+class SqlUnitOfWork(_SessionBacked, SqlTransaction):
     """A unit of work over a session of its own. After a commit, `on_events` runs if the
     transaction recorded events (it wakes the outbox relay), and `on_saga_due` if it stored a
     saga that no worker holds (it wakes the saga worker). A saga step stored by the worker
@@ -147,41 +128,19 @@ class SqlUnitOfWork(_SessionBacked):
         on_events: Callable[[], None] | None = None,
         on_saga_due: Callable[[], None] | None = None,
     ) -> None:
-        self._sessions = sessions
-        self._on_events = on_events
+        super().__init__(sessions, on_events=on_events)
         self._on_saga_due = on_saga_due
 
-    async def __aenter__(self) -> AbstractUnitOfWork:
-        self._bind(self._sessions())
-        return await super().__aenter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, traceback)
-        finally:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-
     async def commit(self) -> None:
-        assert self._session is not None, "commit outside `async with uow`"
-        # waking the relay and the saga worker after every commit would cost each of them
-        # a transaction that finds nothing to do
-        events, saga_due = take_recorded(self._session), stored_due_saga(self._session)
-        await self._session.commit()
-        if events and self._on_events is not None:
-            self._on_events()
+        saga_due = stored_due_saga(self._live())
+        await super().commit()
         if saga_due and self._on_saga_due is not None:
             self._on_saga_due()
 
     async def rollback(self) -> None:
         if self._session is not None:
-            await self._session.rollback()
+            stored_due_saga(self._session)  # what was stored is gone with the rest
+        await super().rollback()
 
 
 class SessionUnitOfWork(_SessionBacked):

@@ -4,14 +4,14 @@ the domain events that transaction publishes (through the transactional outbox).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSessionTransaction, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform import outbox
+from tienda_platform.unit_of_work import SqlTransaction, UnitOfWork
 
 from product_service.adapters.repository import (
     AbstractProductRepository,
@@ -23,7 +23,7 @@ from product_service.adapters.repository import (
 EVENT_SOURCE = "product_service"
 
 
-class AbstractUnitOfWork(abc.ABC):
+class AbstractUnitOfWork(UnitOfWork):
     """Use as `async with uow:`; nothing is kept unless `commit()` is awaited inside.
 
     After `rollback()` the same unit of work may be used again: a new transaction begins.
@@ -31,23 +31,6 @@ class AbstractUnitOfWork(abc.ABC):
 
     products: AbstractProductRepository
     reservations: AbstractReservationRepository
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.rollback()
-
-    @abc.abstractmethod
-    async def commit(self) -> None: ...
-
-    @abc.abstractmethod
-    async def rollback(self) -> None: ...
 
     @abc.abstractmethod
     def record_event(self, *, event_type: str, subject: str, payload: Message) -> None:
@@ -58,11 +41,9 @@ class _SessionBacked(AbstractUnitOfWork):
     """Repositories and the outbox over one SQLAlchemy session."""
 
     _session: AsyncSession | None = None
-    _recorded_events = False
 
     def _bind(self, session: AsyncSession) -> None:
         self._session = session
-        self._recorded_events = False
         self.products = SqlProductRepository(session)
         self.reservations = SqlReservationRepository(session)
 
@@ -75,51 +56,11 @@ class _SessionBacked(AbstractUnitOfWork):
             subject=subject,
             payload=payload,
         )
-        self._recorded_events = True
 
 
-class SqlUnitOfWork(_SessionBacked):
-    """A transaction of its own; `after_commit` runs after a commit that recorded events (it
+class SqlUnitOfWork(_SessionBacked, SqlTransaction):
+    """A transaction of its own; `on_events` runs after a commit that recorded events (it
     wakes the outbox relay)."""
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        *,
-        after_commit: Callable[[], None] | None = None,
-    ) -> None:
-        self._sessions = sessions
-        self._after_commit = after_commit
-
-    async def __aenter__(self) -> Self:
-        self._bind(self._sessions())
-        return await super().__aenter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, traceback)
-        finally:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-
-    async def commit(self) -> None:
-        assert self._session is not None, "commit() outside `async with`"
-        await self._session.commit()
-        if self._recorded_events:
-            self._recorded_events = False
-            if self._after_commit is not None:
-                self._after_commit()
-
-    async def rollback(self) -> None:
-        self._recorded_events = False
-        if self._session is not None:
-            await self._session.rollback()
 
 
 class SessionUnitOfWork(_SessionBacked):
