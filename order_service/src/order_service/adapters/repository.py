@@ -158,9 +158,8 @@ class SqlOrderRepository(OrderRepository):
 
     async def add(self, order: Order) -> None:
         row = _order_row(order)
+        # inserted before the rows that refer to it (orm.py: their relationship to it says so)
         self._session.add(row)
-        # The order row goes first: SQLite checks the items' foreign keys as they are inserted.
-        await self._session.flush()
         self._session.add_all(
             OrderItemRow(
                 order_id=order.id,

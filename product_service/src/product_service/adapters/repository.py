@@ -209,8 +209,8 @@ class SqlReservationRepository(AbstractReservationRepository):
             await self._session.flush()
         except IntegrityError:
             raise ReservationAlreadyExists(reservation.order_id) from None
+        # written with the rest of the transaction, at its commit
         self._session.add_all(_item_rows(reservation.order_id, reservation.items))
-        await self._session.flush()
 
     async def change_status(
         self,
