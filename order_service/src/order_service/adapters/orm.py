@@ -8,11 +8,10 @@ compare against its own tables only.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import registry, relationship
-from sqlmodel import Field, Relationship, SQLModel
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
 
 
 class OrderTable(SQLModel, registry=registry()):
@@ -43,14 +42,6 @@ class OrderRow(OrderTable, table=True):
     )
 
 
-def _order_first() -> Any:
-    """The relationship of a row that refers to an order, to it: only so that a flush inserts
-    the order before the rows that refer to it (SQLite and PostgreSQL check a foreign key as
-    its row is inserted, and without a relationship the unit of work may insert them in any
-    order). Nothing reads it: `raise` on access, so it never costs a query."""
-    return Relationship(sa_relationship=relationship(OrderRow, lazy="raise"))
-
-
 class OrderRequestRow(OrderTable, table=True):
     """A request that placed an order and named itself (CreateOrderRequest.request_id): the
     same request again answers with that order."""
@@ -63,7 +54,6 @@ class OrderRequestRow(OrderTable, table=True):
     # CreateOrder.fingerprint: a different request under the same request_id is refused
     fingerprint: str = Field(max_length=64)
     create_time: datetime = Field(sa_type=sa.DateTime(timezone=True))
-    order: OrderRow | None = _order_first()
 
 
 class OrderItemRow(OrderTable, table=True):
@@ -76,7 +66,6 @@ class OrderItemRow(OrderTable, table=True):
     product_name: str = Field(sa_type=sa.Text)
     quantity: int
     unit_price_cents: int = Field(sa_type=sa.BigInteger)
-    order: OrderRow | None = _order_first()
 
 
 class PaymentRow(OrderTable, table=True):
@@ -88,7 +77,6 @@ class PaymentRow(OrderTable, table=True):
     amount_cents: int = Field(sa_type=sa.BigInteger)
     provider_reference: str = Field(default="", max_length=128)
     create_time: datetime = Field(sa_type=sa.DateTime(timezone=True))
-    order: OrderRow | None = _order_first()
 
 
 class SagaRow(OrderTable, table=True):
@@ -113,7 +101,6 @@ class SagaRow(OrderTable, table=True):
     update_time: datetime = Field(sa_type=sa.DateTime(timezone=True))
     # W3C traceparent of the span that created the row: later work joins that trace.
     trace_parent: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
-    order: OrderRow | None = _order_first()
 
 
 class PaymentChargeRow(OrderTable, table=True):

@@ -158,8 +158,12 @@ class SqlOrderRepository(OrderRepository):
 
     async def add(self, order: Order) -> None:
         row = _order_row(order)
-        # inserted before the rows that refer to it (orm.py: their relationship to it says so)
         self._session.add(row)
+        # The order row goes first: SQLite and PostgreSQL check the foreign keys of the rows
+        # that refer to it as they are inserted. Relationships to it would make the unit of
+        # work order the inserts, but their bookkeeping, at every flush of those rows, costs
+        # more than this flush.
+        await self._session.flush()
         self._session.add_all(
             OrderItemRow(
                 order_id=order.id,
