@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.database import new_row
 from tienda_platform.ids import new_id
 
 from order_service.adapters.orm import PaymentChargeRow
@@ -43,7 +44,8 @@ class SimulatedPaymentProvider(PaymentProvider):
             if token == TIMEOUT_TOKEN:
                 await asyncio.get_running_loop().create_future()
         known = await self._remember(
-            PaymentChargeRow(
+            new_row(
+                PaymentChargeRow,
                 idempotency_key=idempotency_key,
                 kind="charge",
                 approved=token == APPROVED_TOKEN,
@@ -58,7 +60,8 @@ class SimulatedPaymentProvider(PaymentProvider):
         self, *, charge_reference: str, amount_cents: int, idempotency_key: str
     ) -> str:
         known = await self._remember(
-            PaymentChargeRow(
+            new_row(
+                PaymentChargeRow,
                 idempotency_key=idempotency_key,
                 kind="refund",
                 approved=True,

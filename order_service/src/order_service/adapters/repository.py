@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
+from tienda_platform.database import new_row
 
 from order_service.adapters.orm import (
     CustomerRow,
@@ -79,7 +80,8 @@ def utc(value: datetime) -> datetime:
 
 
 def _order_row(order: Order) -> OrderRow:
-    return OrderRow(
+    return new_row(
+        OrderRow,
         id=order.id,
         customer_id=order.customer_id,
         status=order.status.value,
@@ -93,7 +95,8 @@ def _order_row(order: Order) -> OrderRow:
 
 
 def _payment_row(payment: Payment) -> PaymentRow:
-    return PaymentRow(
+    return new_row(
+        PaymentRow,
         id=payment.id,
         order_id=payment.order_id,
         status=payment.status.value,
@@ -165,7 +168,8 @@ class SqlOrderRepository(OrderRepository):
         # more than this flush.
         await self._session.flush()
         self._session.add_all(
-            OrderItemRow(
+            new_row(
+                OrderItemRow,
                 order_id=order.id,
                 product_id=line.product_id,
                 position=position,

@@ -8,6 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.database import new_row
 from tienda_platform.telemetry import current_traceparent
 
 from order_service.adapters.orm import SagaRow
@@ -54,7 +55,8 @@ def _mark_if_due(session: AsyncSession, saga: Saga) -> None:
 
 
 def _row(saga: Saga) -> SagaRow:
-    return SagaRow(
+    return new_row(
+        SagaRow,
         order_id=saga.order_id,
         mode=saga.mode.value,
         step=saga.step.value,

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
+from tienda_platform.database import new_row
 
 from order_service.adapters.orm import OrderSummaryRow, SummaryCustomerRow
 from order_service.adapters.repository import utc
@@ -118,11 +119,11 @@ class SqlSummaryRepository(SummaryRepository):
             "update_time": summary.update_time,
         }
         if summary.order_id not in self._found:
-            await self._session.merge(OrderSummaryRow(order_id=summary.order_id, **values))
+            await self._session.merge(new_row(OrderSummaryRow, order_id=summary.order_id, **values))
             return
         row = self._found[summary.order_id]
         if row is None:
-            row = OrderSummaryRow(order_id=summary.order_id, **values)
+            row = new_row(OrderSummaryRow, order_id=summary.order_id, **values)
             self._found[summary.order_id] = row
         else:
             for name, value in values.items():

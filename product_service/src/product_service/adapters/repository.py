@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.database import new_row
 
 from product_service.adapters.orm import ProductRow, ReservationItemRow, ReservationRow
 from product_service.domain.errors import ReservationAlreadyExists, SkuAlreadyExists
@@ -197,7 +198,8 @@ class SqlReservationRepository(AbstractReservationRepository):
 
     async def add(self, reservation: Reservation) -> None:
         self._session.add(
-            ReservationRow(
+            new_row(
+                ReservationRow,
                 order_id=reservation.order_id,
                 status=reservation.status.value,
                 reason=reservation.reason,
@@ -234,6 +236,11 @@ class SqlReservationRepository(AbstractReservationRepository):
 
 def _item_rows(order_id: str, items: Sequence[StockItem]) -> list[ReservationItemRow]:
     return [
-        ReservationItemRow(order_id=order_id, product_id=item.product_id, quantity=item.quantity)
+        new_row(
+            ReservationItemRow,
+            order_id=order_id,
+            product_id=item.product_id,
+            quantity=item.quantity,
+        )
         for item in items
     ]
