@@ -16,6 +16,34 @@ from product_service.adapters.orm import ProductRow, ReservationItemRow, Reserva
 from product_service.domain.errors import ReservationAlreadyExists, SkuAlreadyExists
 from product_service.domain.model import Product, Reservation, ReservationStatus, StockItem
 
+# Statements every order runs, built once: building one costs more than running it. The two
+# UPDATEs are on the tables, not the mapped classes, so the ORM does not look for objects of
+# the session to change along with the rows: a use case holds none of the rows it updates
+# here, and a reservation read again is read afresh (populate_existing).
+_PRODUCT = select(ProductRow).where(col(ProductRow.id) == sa.bindparam("product_id"))
+_BY_ID = {False: _PRODUCT, True: _PRODUCT.with_for_update()}
+_BY_IDS = select(ProductRow).where(
+    col(ProductRow.id).in_(sa.bindparam("product_ids", expanding=True))
+)
+_PRODUCTS: sa.Table = ProductRow.__table__  # type: ignore[attr-defined]
+_TAKE_STOCK = (
+    sa.update(_PRODUCTS)
+    .where(
+        _PRODUCTS.c.id == sa.bindparam("product_id"),
+        _PRODUCTS.c.stock >= sa.bindparam("quantity"),
+    )
+    .values(stock=_PRODUCTS.c.stock - sa.bindparam("quantity"))
+)
+_RESERVATIONS: sa.Table = ReservationRow.__table__  # type: ignore[attr-defined]
+_CHANGE_STATUS = (
+    sa.update(_RESERVATIONS)
+    .where(
+        _RESERVATIONS.c.order_id == sa.bindparam("reservation"),
+        _RESERVATIONS.c.status == sa.bindparam("expected"),
+    )
+    .values(status=sa.bindparam("new_status"), update_time=sa.bindparam("at"))
+)
+
 
 class AbstractProductRepository(abc.ABC):
     @abc.abstractmethod
@@ -111,15 +139,13 @@ class SqlProductRepository(AbstractProductRepository):
             raise SkuAlreadyExists(product.sku) from None
 
     async def get(self, product_id: str, *, for_update: bool = False) -> Product | None:
-        statement = select(ProductRow).where(ProductRow.id == product_id)
-        if for_update:
-            statement = statement.with_for_update()
-        row = (await self._session.exec(statement)).first()
+        found = await self._session.exec(_BY_ID[for_update], params={"product_id": product_id})
+        row = found.first()
         return None if row is None else _product(row)
 
     async def get_many(self, product_ids: Collection[str]) -> list[Product]:
-        statement = select(ProductRow).where(col(ProductRow.id).in_(list(product_ids)))
-        return [_product(row) for row in (await self._session.exec(statement)).all()]
+        found = await self._session.exec(_BY_IDS, params={"product_ids": list(product_ids)})
+        return [_product(row) for row in found.all()]
 
     async def list_after(self, *, after_id: str | None, limit: int) -> list[Product]:
         statement = select(ProductRow).order_by(col(ProductRow.id)).limit(limit)
@@ -145,9 +171,7 @@ class SqlProductRepository(AbstractProductRepository):
         # One conditional statement: the row lock (PostgreSQL) or the write lock (SQLite) makes
         # check and decrement atomic, so concurrent reservations can never oversell.
         result = await self._session.exec(
-            sa.update(ProductRow)
-            .where(col(ProductRow.id) == product_id, col(ProductRow.stock) >= quantity)
-            .values(stock=col(ProductRow.stock) - quantity)
+            _TAKE_STOCK, params={"product_id": product_id, "quantity": quantity}
         )
         return result.rowcount == 1
 
@@ -174,6 +198,7 @@ _RESERVATION = (
     )
     .where(col(ReservationRow.order_id) == sa.bindparam("order_id"))
     .order_by(col(ReservationItemRow.product_id))
+    .execution_options(populate_existing=True)
 )
 
 
@@ -224,12 +249,13 @@ class SqlReservationRepository(AbstractReservationRepository):
     ) -> bool:
         # Conditional on the current status: of two concurrent transitions only one wins.
         result = await self._session.exec(
-            sa.update(ReservationRow)
-            .where(
-                col(ReservationRow.order_id) == order_id,
-                col(ReservationRow.status) == expected.value,
-            )
-            .values(status=new.value, update_time=at)
+            _CHANGE_STATUS,
+            params={
+                "reservation": order_id,
+                "expected": expected.value,
+                "new_status": new.value,
+                "at": at,
+            },
         )
         return result.rowcount == 1
 
