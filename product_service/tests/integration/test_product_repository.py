@@ -187,3 +187,33 @@ async def test_change_status_only_from_the_expected_status(app: ProductApp) -> N
         "insufficient stock for X",
         later,
     )
+
+
+async def test_a_reservation_read_again_after_its_status_changed_shows_the_change(
+    app: ProductApp,
+) -> None:
+    product = _product("RES-AGAIN")
+    await _add(app, product)
+    order_id = new_id()
+    item = StockItem(product_id=product.id, quantity=2)
+    reserved = Reservation(
+        order_id=order_id,
+        status=ReservationStatus.RESERVED,
+        reason="",
+        items=(item,),
+        create_time=NOW,
+        update_time=NOW,
+    )
+    async with app.deps.uow() as uow:
+        await uow.reservations.add(reserved)
+        await uow.commit()
+    later = NOW + timedelta(seconds=1)
+    async with app.deps.uow() as uow:
+        # the rows read here stay in the session while the status changes under them
+        assert await uow.reservations.get(order_id) == reserved
+        assert await uow.reservations.change_status(
+            order_id, expected=ReservationStatus.RESERVED, new=ReservationStatus.COMMITTED, at=later
+        )
+        again = await uow.reservations.get(order_id)
+        await uow.commit()
+    assert again == replace(reserved, status=ReservationStatus.COMMITTED, update_time=later)

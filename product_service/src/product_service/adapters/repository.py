@@ -18,8 +18,8 @@ from product_service.domain.model import Product, Reservation, ReservationStatus
 
 # Statements every order runs, built once: building one costs more than running it. The two
 # UPDATEs are on the tables, not the mapped classes, so the ORM does not look for objects of
-# the session to change along with the rows: a use case holds none of the rows it updates
-# here, and a reservation read again is read afresh (populate_existing).
+# the session to change along with the rows: these repositories keep no rows, they turn what
+# they read into domain objects, so a row read again after an UPDATE is read afresh.
 _PRODUCT = select(ProductRow).where(col(ProductRow.id) == sa.bindparam("product_id"))
 _BY_ID = {False: _PRODUCT, True: _PRODUCT.with_for_update()}
 _BY_IDS = select(ProductRow).where(
@@ -198,7 +198,6 @@ _RESERVATION = (
     )
     .where(col(ReservationRow.order_id) == sa.bindparam("order_id"))
     .order_by(col(ReservationItemRow.product_id))
-    .execution_options(populate_existing=True)
 )
 
 
