@@ -23,6 +23,7 @@ from faststream.redis import RedisBroker
 from google.protobuf.message import Message
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import AUTH_EVENTS
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.consumers import EventConsumer
 from tienda_platform.database import session_factory
 from tienda_platform.events import EventEnvelope
@@ -134,9 +135,7 @@ async def running(settings: Settings, *, redis_url: str) -> AsyncIterator[AuthAp
     try:
         yield app
     finally:
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await cancel_and_wait(jobs)
         await app.close()
 
 

@@ -4,7 +4,6 @@ redis-py XADD + XREADGROUP/XACK on the same Redis in the same run."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from faststream.redis import RedisBroker
 from google.protobuf.message import Message
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import AUTH_EVENTS
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.consumers import EventConsumer
 from tienda_platform.database import PLATFORM_METADATA, create_engine, session_factory
 from tienda_platform.events import EventEnvelope
@@ -104,9 +104,7 @@ async def pipeline_rate(
         await asyncio.wait_for(all_handled.wait(), timeout=max(60, count / 20))
         elapsed = time.perf_counter() - started
     finally:
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        await cancel_and_wait([relay_task])
         await broker.stop()
         async with engine.begin() as conn:
             await conn.execute(sa.text("DELETE FROM outbox_events"))

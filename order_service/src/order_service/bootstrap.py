@@ -15,6 +15,7 @@ from order.v1 import order_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tienda_contracts.topology import subscriptions_of
 from tienda_platform import telemetry
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.auth import (
     JwksKeySource,
     ServiceTokenSource,
@@ -104,8 +105,7 @@ class OrderApp:
     async def cleanup(self) -> None:
         """Stop the broker, close channels and dispose of the database engine."""
         if self.consumers_started is not None:
-            self.consumers_started.cancel()
-            await asyncio.gather(self.consumers_started, return_exceptions=True)
+            await cancel_and_wait([self.consumers_started])
         if self.broker is not None:
             await self.broker.stop()
         for close in self.closers:

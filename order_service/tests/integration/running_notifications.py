@@ -15,6 +15,7 @@ from order.v1 import order_pb2, order_pb2_grpc
 from order_service.bootstrap import OrderApp, bootstrap
 from order_service.config import Settings
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
 from tienda_platform.testing import TokenMint
 
@@ -107,7 +108,5 @@ async def run_service(
     finally:
         await channel.close()
         await server.stop()
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await cancel_and_wait(jobs)
         await app.cleanup()

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import ORDER_EVENTS
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.consumers import EventConsumer
 from tienda_platform.database import PLATFORM_METADATA, create_engine, session_factory
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of
@@ -225,9 +226,7 @@ async def run_order_service(
     finally:
         await channel.close()
         await server.stop()
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await cancel_and_wait(jobs)
         await product_broker.stop()
         await product_engine.dispose()
         await app.cleanup()

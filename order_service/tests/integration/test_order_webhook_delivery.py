@@ -23,6 +23,7 @@ from order_service.service_layer.webhook_worker import WebhookDeliveryWorker
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from standardwebhooks import Webhook as StandardWebhook
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.database import create_engine, is_sqlite, migrate, session_factory
 from tienda_platform.ids import new_id
 from tienda_platform.redis_server import free_port
@@ -229,16 +230,15 @@ async def test_an_attempt_cut_short_by_a_crash_is_made_again_after_its_lease(
             hook_id = await _webhook_with_one_delivery(sessions, receiver.url())
             crashing = asyncio.create_task(worker().run())
             await eventually(lambda: len(receiver.received()) == 1)
-            crashing.cancel()  # the process dies mid-attempt; its claim stays behind
-            await asyncio.gather(crashing, return_exceptions=True)
+            # the process dies mid-attempt; its claim stays behind
+            await cancel_and_wait([crashing])
             receiver.hold.set()
 
             restarted = asyncio.create_task(worker().run())
             try:
                 await eventually(lambda: _delivered(sessions, hook_id), within=15)
             finally:
-                restarted.cancel()
-                await asyncio.gather(restarted, return_exceptions=True)
+                await cancel_and_wait([restarted])
         first, second = receiver.received()
         assert first.headers["webhook-id"] == second.headers["webhook-id"]
         async with SqlNotificationUnitOfWork(sessions, skip_locked=False) as uow:

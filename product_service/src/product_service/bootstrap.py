@@ -13,6 +13,7 @@ from faststream.redis import RedisBroker
 from product.v1 import product_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tienda_contracts.topology import subscriptions_of
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.auth import JwksKeySource, TokenVerifier, grpc_jwks_fetcher
 from tienda_platform.consumers import EventConsumer, replica_name
 from tienda_platform.database import create_engine, migrate, session_factory
@@ -93,8 +94,7 @@ class ProductApp:
 
     async def close(self) -> None:
         if self.consumers_started is not None:
-            self.consumers_started.cancel()
-            await asyncio.gather(self.consumers_started, return_exceptions=True)
+            await cancel_and_wait([self.consumers_started])
         if self.messaging is not None:
             await self.messaging.broker.stop()
         if self.engine is not None:

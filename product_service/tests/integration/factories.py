@@ -13,6 +13,7 @@ from product_service.config import Settings
 from product_service.domain.model import Product
 from product_service.service_layer import services
 from product_service.service_layer.services import Dependencies
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.auth import Principal
 from tienda_platform.redis_server import free_port
 from tienda_platform.testing import TokenMint
@@ -61,9 +62,7 @@ async def running(settings: Settings, token_mint: TokenMint) -> AsyncIterator[Pr
     try:
         yield app
     finally:
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await cancel_and_wait(jobs)
         await app.close()
 
 

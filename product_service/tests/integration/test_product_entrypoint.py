@@ -51,9 +51,11 @@ def _environment(
 
 @asynccontextmanager
 async def _running(env: dict[str, str], port: int) -> AsyncIterator[grpc.aio.Channel]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "product_service", env=env, stdout=asyncio.subprocess.DEVNULL
-    )
+    log = Path(env["TIENDA_DATA_DIR"]).with_name("product_service.log")
+    with log.open("ab") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "product_service", env=env, stdout=output, stderr=output
+        )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await _until_serving(channel)
@@ -61,8 +63,15 @@ async def _running(env: dict[str, str], port: int) -> AsyncIterator[grpc.aio.Cha
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(START_TIMEOUT):
-            assert await process.wait() == 0
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                returncode = await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            returncode = None
+        # what the service logged says why it did not stop, or stopped badly
+        assert returncode == 0, log.read_text()[-4000:]
 
 
 async def _until_serving(channel: grpc.aio.Channel) -> None:

@@ -18,6 +18,7 @@ from loguru import logger
 from prometheus_client import start_http_server
 
 from tienda_platform import telemetry
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.auth import TokenVerifier
 from tienda_platform.interceptors import (
     AuthInterceptor,
@@ -139,8 +140,6 @@ async def run_until_signalled(
     await stop.wait()
     logger.info("shutting down")
     await server.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_and_wait(tasks)
     if cleanup is not None:
         await cleanup()

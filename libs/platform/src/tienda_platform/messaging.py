@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from tienda_contracts.topology import Subscription, dead_letter_stream
 
 from tienda_platform import telemetry
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.consumers import EventConsumer
 from tienda_platform.metrics import metrics_enabled
 
@@ -132,15 +133,13 @@ async def watch_streams(
     if not metrics_enabled():
         return
     # The refresh suppresses every Exception around its Redis calls, and a cancellation
-    # landing inside one can come out as such (redis-py) and be swallowed: cancel it until
-    # it ends.
+    # landing inside one can come out as such (redis-py) and be swallowed: whoever cancels
+    # this function, the refresh is cancelled until it ends.
     task = asyncio.create_task(_refresh_gauges(broker, subscriptions, interval))
     try:
         await asyncio.shield(task)
     finally:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.1)
+        await cancel_and_wait([task])
 
 
 async def _refresh_gauges(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import AUTH_EVENTS, dead_letter_stream
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.consumers import EventConsumer
 from tienda_platform.database import PLATFORM_METADATA, create_engine, session_factory
 from tienda_platform.dead_letters import DeadLetters
@@ -186,8 +188,7 @@ async def test_an_event_committed_while_the_relay_publishes_is_not_left_for_the_
         await wait_for(lambda: _stream_length(client, 2), within=10)
         assert [_user_of(fields) for _, fields in await client.xrange(AUTH_EVENTS)] == ["a", "b"]
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        await cancel_and_wait([running])
         await relay._broker.stop()
         await client.delete(AUTH_EVENTS)
         await client.aclose()
@@ -225,6 +226,42 @@ async def test_two_relays_on_one_sqlite_file_publish_each_event_once(
         await other_engine.dispose()
         for relay in relays:
             await relay._broker.stop()
+        await client.delete(AUTH_EVENTS)
+        await client.aclose()
+
+
+async def test_a_relay_stopped_at_any_moment_stops_and_loses_no_event(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    # redis-py sends through asyncio.wait_for, which on Python 3.11 drops a cancellation that
+    # arrives as a command completes: a relay cancelled once can run on for ever (and a
+    # service's shutdown with it). Stopped at many moments of its work, it must end each time.
+    client = redis.Redis.from_url(redis_url)
+    await client.delete(AUTH_EVENTS)
+    written: list[EventEnvelope] = []
+    moments = random.Random(7)
+    try:
+        for round_ in range(40):
+            written += await write_events(engine, [f"u{round_}-{i}" for i in range(10)])
+            relay = OutboxRelay(engine=engine, broker=RedisBroker(redis_url), batch_size=3)
+            running = asyncio.create_task(relay.run())
+            await asyncio.sleep(moments.uniform(0, 0.03))
+            async with asyncio.timeout(5):
+                await cancel_and_wait([running])
+            await relay._broker.stop()
+        # what was published before a stop stays published; the rest is published now
+        relay = OutboxRelay(engine=engine, broker=RedisBroker(redis_url))
+        while await relay.publish_batch():
+            pass
+        await relay._broker.stop()
+        message_format = relay._broker.config.message_format
+        published = {
+            EventEnvelope.FromString(message_format.parse(fields[b"__data__"])[0]).id
+            for _, fields in await client.xrange(AUTH_EVENTS)
+        }
+        assert published == {e.id for e in written}
+        assert await _unsent(engine) == 0
+    finally:
         await client.delete(AUTH_EVENTS)
         await client.aclose()
 
@@ -285,7 +322,7 @@ async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
             users = [_user_of(fields) for _, fields in entries]
             assert users == ["a", "b", "c", "d", "e"]
         finally:
-            relay_task.cancel()
+            await cancel_and_wait([relay_task])
             await client.aclose()
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from loguru import logger
-from tienda_platform.aio import wait_for_event
+from tienda_platform.aio import cancel_and_wait, wait_for_event
 from tienda_platform.database import connection_lost
 
 from order_service.domain.model import Order
@@ -77,9 +77,7 @@ class SagaWorker:
                         task.add_done_callback(lambda _task: self._wake.set())
                 await wait_for_event(self._wake, self._poll)
         finally:
-            for task in running | self._adopted:
-                task.cancel()
-            await asyncio.gather(*running, *self._adopted, return_exceptions=True)
+            await cancel_and_wait(running | self._adopted)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._unclaim_all())
 
