@@ -22,6 +22,7 @@ from order_service.service_layer.saga_worker import SagaWorker
 from order_service.service_layer.unit_of_work import SessionUnitOfWork, SqlUnitOfWork
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
+from tienda_platform.aio import cancel_and_wait
 from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
 from tienda_platform.outbox import OutboxEvent
@@ -191,9 +192,8 @@ async def charges(engine: AsyncEngine) -> list[PaymentChargeRow]:
 
 async def crash(task: asyncio.Task[None]) -> None:
     """Kill a worker the hard way: no graceful hand-back of its claims."""
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_and_wait([task])
+    assert task.cancelled()
 
 
 async def confirmed_by(runner: SagaWorker, uow_factory: UowFactory, order_id: str) -> None:
