@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -17,19 +14,6 @@ from tienda_contracts.topology import AUTH_EVENTS
 from tienda_platform.database import session_factory
 from tienda_platform.events import EventEnvelope, payload_of
 from tienda_platform.outbox import OutboxEvent
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = 20) -> None:
-    """Poll condition until it holds; fail the test after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @dataclass(frozen=True)

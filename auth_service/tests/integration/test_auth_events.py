@@ -28,8 +28,9 @@ from tienda_platform.consumers import EventConsumer
 from tienda_platform.database import session_factory
 from tienda_platform.events import EventEnvelope
 from tienda_platform.redis_server import EmbeddedRedis, free_port
+from tienda_platform.testing import eventually
 
-from .auth_streams import Published, outbox_rows, stream_events, wait_for
+from .auth_streams import Published, outbox_rows, stream_events
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +159,7 @@ async def test_a_consumer_group_receives_user_registered_from_the_relay(
         await broker.start()
         try:
             user_id = await _register(app.deps)
-            await wait_for(lambda: len(received) == 1)
+            await eventually(lambda: len(received) == 1)
             [(envelope, payload)] = received
             assert (envelope.type, envelope.subject, envelope.source) == (
                 "user.registered",
@@ -169,7 +170,7 @@ async def test_a_consumer_group_receives_user_registered_from_the_relay(
             [entry] = await stream_events(redis_url)
             assert entry.envelope == envelope
             assert PASSWORD.encode() not in entry.raw and b"$argon2" not in entry.raw
-            await wait_for(lambda: _all_sent(app))
+            await eventually(lambda: _all_sent(app))
         finally:
             await broker.stop()
 
@@ -193,9 +194,9 @@ async def test_changes_commit_while_redis_is_down_and_their_events_follow(
         assert not any(sent for _, sent in rows)
 
         with EmbeddedRedis(tmp_path / "redis", port=port) as server:
-            await wait_for(lambda: _stream_length(server.url, 3), within=30)
+            await eventually(lambda: _stream_length(server.url, 3), within=30)
             _assert_the_changes_of(user_id, await stream_events(server.url))
-            await wait_for(lambda: _all_sent(app))
+            await eventually(lambda: _all_sent(app))
 
 
 async def _stream_length(redis_url: str, length: int) -> bool:

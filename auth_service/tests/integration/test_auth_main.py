@@ -15,8 +15,9 @@ import grpc
 import pytest
 from auth.v1 import auth_pb2, auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tienda_platform.testing import eventually
 
-from .auth_streams import stream_events, wait_for
+from .auth_streams import stream_events
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,7 @@ async def test_serve_migrate_and_rotate_keys(tmp_path: Path, redis_url: str) -> 
                 )
             )
             # The relay runs in the background of the serving process.
-            await wait_for(lambda: _has_events(redis_url, 1))
+            await eventually(lambda: _has_events(redis_url, 1))
             [event] = await stream_events(redis_url)
             assert (event.envelope.type, event.envelope.subject) == (
                 "user.registered",

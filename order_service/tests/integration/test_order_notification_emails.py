@@ -25,9 +25,9 @@ from tienda_platform.consumers import Handler
 from tienda_platform.database import session_factory
 from tienda_platform.events import EventEnvelope, build_envelope
 from tienda_platform.ids import new_id
-from tienda_platform.testing import TokenMint, events_consumed
+from tienda_platform.testing import TokenMint, events_consumed, eventually
 
-from ..unit.notification_fakes import eventually, person
+from ..unit.notification_fakes import person
 from .running_notifications import RunningService, notification_settings, run_service
 from .smtp_sink import SmtpSink
 

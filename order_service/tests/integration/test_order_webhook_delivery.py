@@ -27,10 +27,10 @@ from tienda_platform.aio import cancel_and_wait
 from tienda_platform.database import create_engine, is_sqlite, migrate, session_factory
 from tienda_platform.ids import new_id
 from tienda_platform.redis_server import free_port
-from tienda_platform.testing import TokenMint
+from tienda_platform.testing import TokenMint, eventually
 
 from ..unit.fakes import FakeProductCatalog
-from ..unit.notification_fakes import eventually, person
+from ..unit.notification_fakes import person
 from .running_notifications import RunningService, notification_settings, run_service
 from .webhook_receiver import Received, WebhookReceiver
 

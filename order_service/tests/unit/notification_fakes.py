@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from order_service.adapters.notification_repository import EmailRepository
 from order_service.adapters.webhook_repository import DeliveryRepository, WebhookRepository
@@ -23,20 +20,6 @@ from order_service.service_layer.notification_ports import (
 )
 from order_service.service_layer.notification_unit_of_work import AbstractNotificationUnitOfWork
 from tienda_platform.auth import Principal
-
-
-async def eventually(condition: Callable[[], Any], *, within: float = 10.0) -> None:
-    """Poll condition (sync or async) until it holds; fail after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def person(user_id: str, role: str = "customer") -> Principal:

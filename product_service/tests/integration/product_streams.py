@@ -3,9 +3,6 @@ it to consume, and waiting for either."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,19 +17,6 @@ from tienda_platform.consumers import ProcessedEvent
 from tienda_platform.database import session_factory
 from tienda_platform.events import EventEnvelope, build_envelope, payload_of
 from tienda_platform.outbox import OutboxEvent
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = 20) -> None:
-    """Poll condition until it holds; fail the test after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @dataclass(frozen=True)

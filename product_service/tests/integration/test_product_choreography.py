@@ -15,7 +15,7 @@ from product_service.domain.model import Product, ReservationStatus, StockItem
 from product_service.service_layer import reservations, services
 from tienda_platform.events import EventEnvelope
 from tienda_platform.ids import new_id
-from tienda_platform.testing import TokenMint
+from tienda_platform.testing import TokenMint, eventually
 
 from .factories import create_product, running, settings_for
 from .product_streams import (
@@ -26,7 +26,6 @@ from .product_streams import (
     processed,
     publish,
     stream_events,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -101,8 +100,8 @@ async def deliver(app: ProductApp, redis_url: str, *envelopes: EventEnvelope) ->
     assert app.engine is not None
     engine = app.engine
     await publish(redis_url, *envelopes)
-    await wait_for(lambda: drained(redis_url))
-    await wait_for(lambda: all_sent(engine))
+    await eventually(lambda: drained(redis_url))
+    await eventually(lambda: all_sent(engine))
 
 
 async def stock_events(redis_url: str, order_id: str) -> list[tuple[str, Message]]:

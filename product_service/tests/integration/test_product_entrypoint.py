@@ -20,8 +20,9 @@ from product_service.entrypoints.grpc_servicer import SERVICE_NAME
 from product_service.service_layer.demo_catalogue import DEMO_PRODUCTS
 from tienda_platform.database import create_engine
 from tienda_platform.redis_server import free_port
+from tienda_platform.testing import eventually
 
-from .product_streams import all_sent, stream_events, wait_for
+from .product_streams import all_sent, stream_events
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ async def test_demo_products_are_seeded_once_and_survive_a_restart(
         async with _running(env, port) as channel:
             first = await _catalogue(channel)
             # The relay runs as a background job: the seeding's events reach the stream.
-            await wait_for(lambda: all_sent(engine))
+            await eventually(lambda: all_sent(engine))
     finally:
         await engine.dispose()
     assert sorted(p.sku for p in first) == sorted(p.sku for p in DEMO_PRODUCTS)

@@ -19,10 +19,10 @@ from product_service.service_layer.services import Dependencies
 from product_service.service_layer.unit_of_work import SqlUnitOfWork
 from tienda_platform.database import session_factory
 from tienda_platform.ids import new_id
-from tienda_platform.testing import TokenMint
+from tienda_platform.testing import TokenMint, eventually
 
 from .factories import change_product, create_product, running, settings_for
-from .product_streams import all_sent, outbox_events, stream_events, wait_for
+from .product_streams import all_sent, outbox_events, stream_events
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +135,7 @@ async def test_the_relay_publishes_every_event_to_the_product_stream(
     async with running(settings, token_mint) as app:
         assert app.engine is not None
         _, expected = await _every_change(app.deps)
-        await wait_for(lambda: all_sent(app.engine))
+        await eventually(lambda: all_sent(app.engine))
         published = await stream_events(redis_url)
         assert [(e.envelope.type, e.envelope.subject, e.payload) for e in published] == expected
         assert [e.envelope for e in published] == [

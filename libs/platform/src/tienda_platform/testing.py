@@ -1,4 +1,5 @@
-"""Pytest fixtures shared by the services' tests: databases and test access tokens.
+"""Pytest fixtures shared by the services' tests: databases and test access tokens, and the
+wait for a condition that they all use.
 
 Loaded as a plugin from the repository's root conftest.py.
 """
@@ -9,7 +10,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,22 @@ from tienda_platform.auth import ALGORITHM, JwksKeySource, TokenVerifier
 POSTGRES_ENV = "TIENDA_TEST_POSTGRES_URL"
 TEST_ISSUER = "tienda-auth"
 TEST_AUDIENCE = "tienda"
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[Any] | Any], *, within: float = 20.0, every: float = 0.02
+) -> None:
+    """Poll condition (plain or async) until it holds; fail the test after `within` seconds.
+    The wait of every test that waits on something another task or process does."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"condition not met within {within:g} s"
+        await asyncio.sleep(every)
 
 
 def events_consumed(stream: str, group: str, event_type: str, result: str) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +24,13 @@ from tienda_platform.aio import wait_for_event
 from tienda_platform.consumers import EventConsumer
 from tienda_platform.database import PLATFORM_METADATA, create_engine
 from tienda_platform.events import EventEnvelope, build_envelope
+from tienda_platform.testing import eventually
 
 pytestmark = pytest.mark.integration
 
 # claim_idle_ms / min_idle_time of these tests: well above a read's round trip, well below
 # the waits
 IDLE_MS = 200
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def never(condition: Callable[[], bool], within: float = 1) -> None:
@@ -137,7 +131,7 @@ async def test_a_group_faststream_creates_misses_earlier_entries_one_declared_at
         async def both_saw_the_late_entry() -> bool:
             return late.id in raw_seen and late.id in handled
 
-        await wait_for(both_saw_the_late_entry)
+        await eventually(both_saw_the_late_entry)
         # entries reach a group in stream order: had the raw group been given the early
         # entry, it would have had it before the late one
         assert raw_seen == [late.id]
@@ -185,7 +179,7 @@ async def test_nack_and_reject_leave_a_stream_entry_pending(
         async def second_acknowledged() -> bool:
             return seen == [b"fails", b"succeeds"] and len(await pending(client, stream, "g")) < 2
 
-        await wait_for(second_acknowledged)
+        await eventually(second_acknowledged)
         (entry,) = await pending(client, stream, "g")
         assert entry["message_id"] == failed_id
         assert (entry["consumer"], entry["times_delivered"]) == (b"c1", 1)
@@ -230,7 +224,7 @@ async def test_a_failed_event_stays_pending_and_the_claimer_retries_it(
         async def acknowledged() -> bool:
             return not await pending(client, stream, "g")
 
-        await wait_for(acknowledged)
+        await eventually(acknowledged)
         assert attempts == [event.id, event.id]
     finally:
         release.set()
@@ -263,7 +257,7 @@ async def test_a_claiming_subscriber_claims_idle_pending_entries_but_never_reads
         async def was_claimed() -> bool:
             return claimed == [abandoned]
 
-        await wait_for(was_claimed)
+        await eventually(was_claimed)
 
         new = await broker.publish(b"new", stream=stream)
         # many polls of the claimer (every 100 ms) and five times its idle time
@@ -307,7 +301,7 @@ async def test_an_event_consumer_handles_new_entries_and_abandoned_ones(
         async def both_done() -> bool:
             return len(handled) == 2 and not await pending(client, stream, "g")
 
-        await wait_for(both_done)
+        await eventually(both_done)
         assert sorted(handled) == sorted([abandoned.id, new.id])
     finally:
         await broker.stop()

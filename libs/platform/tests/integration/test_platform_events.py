@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import redis.asyncio as redis
 import sqlalchemy as sa
 from events.v1 import events_pb2
 from faststream.redis import RedisBroker
+from faststream.redis.parser import BinaryMessageFormatV1
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,23 +24,11 @@ from tienda_platform.database import PLATFORM_METADATA, create_engine, session_f
 from tienda_platform.dead_letters import DeadLetters
 from tienda_platform.events import EventEnvelope, build_envelope
 from tienda_platform.outbox import OutboxEvent, OutboxRelay, record_event
-from tienda_platform.testing import events_consumed
+from tienda_platform.testing import events_consumed, eventually
 
 pytestmark = pytest.mark.integration
 
 Effects = list[tuple[str, str]]
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -111,7 +99,7 @@ async def test_outbox_events_reach_a_group_created_after_they_were_published(
     reader = consumer(RedisBroker(redis_url), engine, "r1")
     await started(reader)
     try:
-        await wait_for(lambda: _count(engine, 3))
+        await eventually(lambda: _count(engine, 3))
         assert [u for _, u in await effects(engine)] == ["u1", "u2", "u3"]
     finally:
         await reader.broker.stop()
@@ -185,7 +173,7 @@ async def test_an_event_committed_while_the_relay_publishes_is_not_left_for_the_
     relay = Interrupted(engine=engine, broker=RedisBroker(redis_url), idle_seconds=600)
     running = asyncio.create_task(relay.run())
     try:
-        await wait_for(lambda: _stream_length(client, 2), within=10)
+        await eventually(lambda: _stream_length(client, 2), within=10)
         assert [_user_of(fields) for _, fields in await client.xrange(AUTH_EVENTS)] == ["a", "b"]
     finally:
         await cancel_and_wait([running])
@@ -216,11 +204,7 @@ async def test_two_relays_on_one_sqlite_file_publish_each_event_once(
         await asyncio.wait_for(
             asyncio.gather(*(relay_until_sent(relay) for relay in relays)), timeout=30
         )
-        message_format = relays[0]._broker.config.message_format
-        published = [
-            EventEnvelope.FromString(message_format.parse(fields[b"__data__"])[0]).id
-            for _, fields in await client.xrange(AUTH_EVENTS)
-        ]
+        published = await _published_ids(client)
         assert sorted(published) == sorted(e.id for e in written)
     finally:
         await other_engine.dispose()
@@ -254,12 +238,8 @@ async def test_a_relay_stopped_at_any_moment_stops_and_loses_no_event(
         while await relay.publish_batch():
             pass
         await relay._broker.stop()
-        message_format = relay._broker.config.message_format
-        published = {
-            EventEnvelope.FromString(message_format.parse(fields[b"__data__"])[0]).id
-            for _, fields in await client.xrange(AUTH_EVENTS)
-        }
-        assert published == {e.id for e in written}
+        published = await _published_ids(client)
+        assert set(published) == {e.id for e in written}
         assert await _unsent(engine) == 0
     finally:
         await client.delete(AUTH_EVENTS)
@@ -317,7 +297,7 @@ async def test_state_commits_while_redis_is_down_and_events_follow_in_order(
         relay_task = asyncio.create_task(relay.run())
         client = redis.Redis.from_url(server.url)
         try:
-            await wait_for(lambda: _stream_length(client, 5))
+            await eventually(lambda: _stream_length(client, 5))
             entries = await client.xrange(AUTH_EVENTS)
             users = [_user_of(fields) for _, fields in entries]
             assert users == ["a", "b", "c", "d", "e"]
@@ -380,13 +360,17 @@ async def _stream_length(client: redis.Redis, n: int) -> bool:
     return bool(await client.exists(AUTH_EVENTS)) and await client.xlen(AUTH_EVENTS) == n
 
 
-def _user_of(fields: dict[bytes, bytes]) -> str:
-    from faststream.redis.parser import BinaryMessageFormatV1
+async def _published_ids(client: redis.Redis) -> list[str]:
+    """The ids of the events on the stream, in stream order."""
+    return [
+        EventEnvelope.FromString(_envelope_bytes(fields)).id
+        for _, fields in await client.xrange(AUTH_EVENTS)
+    ]
 
-    raw = fields[b"__data__"]
-    body, _headers = BinaryMessageFormatV1.parse(raw)
-    payload = events_pb2.UserRegistered()
-    EventEnvelope.FromString(body).data.Unpack(payload)
+
+def _user_of(fields: dict[bytes, bytes]) -> str:
+    payload = _payload(_envelope_bytes(fields))
+    assert isinstance(payload, events_pb2.UserRegistered)
     return payload.user_id
 
 
@@ -404,7 +388,7 @@ async def test_duplicate_delivery_has_no_second_effect(redis_url: str, engine: A
         for _ in range(3):
             await broker.publish(envelope.SerializeToString(), stream=AUTH_EVENTS)
         client = redis.Redis.from_url(redis_url)
-        await wait_for(lambda: _pending_and_delivered(client, 3))
+        await eventually(lambda: _pending_and_delivered(client, 3))
         await client.aclose()
         assert await effects(engine) == [(envelope.id, "d")]
     finally:
@@ -441,7 +425,7 @@ async def test_entries_of_a_crashed_consumer_are_reclaimed_and_applied_once(
     survivor = consumer(RedisBroker(redis_url), engine, "survivor", claim_idle_ms=300)
     await started(survivor)
     try:
-        await wait_for(lambda: _pending_and_delivered(client, 2))
+        await eventually(lambda: _pending_and_delivered(client, 2))
         assert sorted(u for _, u in await effects(engine)) == [
             "crash-after-commit",
             "crash-before-commit",
@@ -483,11 +467,11 @@ async def test_an_event_whose_handling_ends_the_process_is_dead_lettered_unrun(
     )
     await started(survivor)
     try:
-        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await eventually(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
         (letter,) = await DeadLetters(client, publisher).list(AUTH_EVENTS)
         assert "delivered 4 times and never acknowledged" in letter.error
         assert ran == []
-        await wait_for(lambda: _pending_and_delivered(client, 1))
+        await eventually(lambda: _pending_and_delivered(client, 1))
     finally:
         await survivor.broker.stop()
         await publisher.stop()
@@ -495,8 +479,6 @@ async def test_an_event_whose_handling_ends_the_process_is_dead_lettered_unrun(
 
 
 def _envelope_bytes(fields: dict[bytes, bytes]) -> bytes:
-    from faststream.redis.parser import BinaryMessageFormatV1
-
     body, _ = BinaryMessageFormatV1.parse(fields[b"__data__"])
     return body
 
@@ -527,16 +509,16 @@ async def test_a_poison_event_is_dead_lettered_then_replayed_after_a_fix(
         await write_events(engine, ["poison"])
         await OutboxRelay(engine=engine, broker=broker).publish_batch()
         # a failed entry stays pending (nack does not XACK) until it dead-letters
-        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await eventually(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
         assert await effects(engine) == []
         letters = DeadLetters(client, broker)
         (letter,) = await letters.list(AUTH_EVENTS)
         assert "bug in the handler" in letter.error and letter.group == "tests"
-        await wait_for(lambda: _pending_and_delivered(client, 1))
+        await eventually(lambda: _pending_and_delivered(client, 1))
 
         broken = False
         assert await letters.replay(AUTH_EVENTS) == 1
-        await wait_for(lambda: _count(engine, 1))
+        await eventually(lambda: _count(engine, 1))
         assert await letters.list(AUTH_EVENTS) == []
     finally:
         await broker.stop()
@@ -575,15 +557,15 @@ async def test_a_replayed_dead_letter_is_handled_again_by_its_group_only(
     try:
         await write_events(engine, ["replayed"])
         await OutboxRelay(engine=engine, broker=publisher).publish_batch()
-        await wait_for(lambda: _count(other_engine, 1))
-        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await eventually(lambda: _count(other_engine, 1))
+        await eventually(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
         async with other_engine.begin() as conn:  # as retention would, after a week
             await conn.execute(sa.text("DELETE FROM processed_events"))
 
         broken = False
         assert await DeadLetters(client, publisher).replay(AUTH_EVENTS) == 1
-        await wait_for(lambda: _count(engine, 1))
-        await wait_for(
+        await eventually(lambda: _count(engine, 1))
+        await eventually(
             lambda: (
                 events_consumed(AUTH_EVENTS, "others", "user.registered", "ignored") == ignored + 1
             )
@@ -615,8 +597,8 @@ async def test_consumers_start_once_redis_answers_and_miss_nothing(
         await write_events(engine, ["early"])  # state changes commit meanwhile
         server.start()
         relay = OutboxRelay(engine=engine, broker=publisher)
-        await wait_for(relay.publish_batch, within=10)  # an event published at once
-        await wait_for(lambda: _count(engine, 1), within=20)
+        await eventually(relay.publish_batch, within=10)  # an event published at once
+        await eventually(lambda: _count(engine, 1), within=20)
         # the consumers may handle the event before broker.start() has returned
         await asyncio.wait_for(starting, timeout=10)  # and it ends without an error
     finally:
@@ -657,8 +639,8 @@ async def test_replicas_of_one_group_split_the_work_and_groups_each_get_everythi
     try:
         await write_events(engine, [f"user-{i}" for i in range(60)])
         await OutboxRelay(engine=engine, broker=publisher).publish_batch()
-        await wait_for(lambda: _count(engine, 60))
-        await wait_for(lambda: _count(other_engine, 60))
+        await eventually(lambda: _count(engine, 60))
+        await eventually(lambda: _count(other_engine, 60))
         assert not set(handled_by["r1"]) & set(handled_by["r2"])
         assert handled_by["r1"] and handled_by["r2"]
     finally:
@@ -685,7 +667,7 @@ async def test_a_handler_constraint_violation_is_a_failure_not_a_duplicate(
     try:
         await write_events(engine, ["clash"])
         await OutboxRelay(engine=engine, broker=broker).publish_batch()
-        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await eventually(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
         (letter,) = await DeadLetters(client, broker).list(AUTH_EVENTS)
         assert "IntegrityError" in letter.error
         async with engine.connect() as conn:
@@ -750,7 +732,7 @@ async def test_entries_read_together_are_handled_in_one_transaction(
     await started(reader)
     client = redis.Redis.from_url(redis_url)
     try:
-        await wait_for(lambda: _pending_and_delivered(client, 30))
+        await eventually(lambda: _pending_and_delivered(client, 30))
         assert len(await effects(engine)) == 30
         # one XREADGROUP read all 30: one session, one commit, then one XACK
         assert len(sessions) == 30 and len(set(sessions)) == 1
@@ -779,8 +761,8 @@ async def test_a_failing_event_holds_back_only_itself_not_its_batch(
     await started(reader)
     client = redis.Redis.from_url(redis_url)
     try:
-        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
-        await wait_for(lambda: _pending_and_delivered(client, 9))
+        await eventually(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await eventually(lambda: _pending_and_delivered(client, 9))
         # the batch rolled back and its events ran one by one: each of the others once
         assert sorted(u for _, u in await effects(engine)) == sorted(set(users) - {"poison"})
         async with engine.connect() as conn:
@@ -825,10 +807,10 @@ async def test_an_entry_that_carries_no_event_is_dead_lettered(
     try:
         # written by something other than an outbox relay: no FastStream data field
         await client.xadd(AUTH_EVENTS, {"user": "nobody"})
-        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await eventually(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
         (letter,) = await DeadLetters(client, reader.broker).list(AUTH_EVENTS)
         assert "carries no event" in letter.error
-        await wait_for(lambda: _pending_and_delivered(client, 1))
+        await eventually(lambda: _pending_and_delivered(client, 1))
         assert await effects(engine) == []
     finally:
         await reader.broker.stop()
@@ -866,11 +848,7 @@ async def test_a_second_relay_waits_while_one_publishes_so_events_leave_in_order
         assert await asyncio.wait_for(first_batch, timeout=10) == 3
         assert await second.publish_batch() == 3
 
-        message_format = first._broker.config.message_format
-        published = [
-            EventEnvelope.FromString(message_format.parse(fields[b"__data__"])[0]).id
-            for _, fields in await client.xrange(AUTH_EVENTS)
-        ]
+        published = await _published_ids(client)
         assert published == [e.id for e in written]
     finally:
         for relay in (first, second):
@@ -907,7 +885,7 @@ async def test_events_a_handler_is_not_for_are_acknowledged_without_a_transactio
     await started(reader)
     client = redis.Redis.from_url(redis_url)
     try:
-        await wait_for(lambda: _pending_and_delivered(client, 4))
+        await eventually(lambda: _pending_and_delivered(client, 4))
         assert sorted(u for _, u in await effects(engine)) == ["keep-1", "keep-2"]
         kept = {e.id for e in envelopes if e.subject.startswith("users/keep")}
         assert await _processed_ids(engine) == kept
@@ -937,8 +915,8 @@ async def test_an_event_whose_condition_fails_is_dead_lettered_not_retried_for_e
     await started(reader)
     client = redis.Redis.from_url(redis_url)
     try:
-        await wait_for(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
-        await wait_for(lambda: _pending_and_delivered(client, 1))
+        await eventually(lambda: _exists(client, dead_letter_stream(AUTH_EVENTS)))
+        await eventually(lambda: _pending_and_delivered(client, 1))
         (letter,) = await DeadLetters(client, publisher).list(AUTH_EVENTS)
         assert "its condition failed: KeyError" in letter.error
         assert await effects(engine) == []
@@ -969,7 +947,7 @@ async def test_a_batch_reaches_its_handler_without_a_thread_hop(
     reader = consumer(RedisBroker(redis_url), engine, "r1")
     await started(reader)
     try:
-        await wait_for(lambda: _count(engine, 3))
+        await eventually(lambda: _count(engine, 3))
     finally:
         await reader.broker.stop()
         await publisher.stop()
