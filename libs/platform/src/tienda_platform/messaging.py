@@ -132,9 +132,9 @@ async def watch_streams(
     (returns at once when metrics are off)."""
     if not metrics_enabled():
         return
-    # The refresh suppresses every Exception around its Redis calls, and a cancellation
-    # landing inside one can come out as such (redis-py) and be swallowed: whoever cancels
-    # this function, the refresh is cancelled until it ends.
+    # Whoever cancels this function, the refresh is cancelled until it ends: redis-py can drop
+    # a cancellation (see cancel_and_wait), and the refresh suppresses every Exception around
+    # its Redis calls.
     task = asyncio.create_task(_refresh_gauges(broker, subscriptions, interval))
     try:
         await asyncio.shield(task)
