@@ -20,7 +20,6 @@ from redis.exceptions import RedisError
 from tienda_contracts.topology import Subscription, dead_letter_stream
 
 from tienda_platform import telemetry
-from tienda_platform.aio import cancel_and_wait
 from tienda_platform.consumers import EventConsumer
 from tienda_platform.metrics import metrics_enabled
 
@@ -129,22 +128,11 @@ async def watch_streams(
     broker: RedisBroker, subscriptions: Sequence[Subscription], interval: float = 5.0
 ) -> None:
     """Refresh the pending, lag and dead-letter gauges of these groups until cancelled
-    (returns at once when metrics are off)."""
+    (returns at once when metrics are off). Every Exception around the Redis calls is
+    suppressed, and redis-py can drop a cancellation: stop it with
+    tienda_platform.aio.cancel_and_wait, as run_until_signalled does."""
     if not metrics_enabled():
         return
-    # Whoever cancels this function, the refresh is cancelled until it ends: redis-py can drop
-    # a cancellation (see cancel_and_wait), and the refresh suppresses every Exception around
-    # its Redis calls.
-    task = asyncio.create_task(_refresh_gauges(broker, subscriptions, interval))
-    try:
-        await asyncio.shield(task)
-    finally:
-        await cancel_and_wait([task])
-
-
-async def _refresh_gauges(
-    broker: RedisBroker, subscriptions: Sequence[Subscription], interval: float
-) -> None:
     while True:
         with contextlib.suppress(Exception):
             client = await broker.connect()
