@@ -399,8 +399,8 @@ def _unkept_parent(metadata: Sequence[tuple[str, Any]] | None) -> Context | None
     """The context to handle a call in when its metadata carries a trace that is not kept:
     that trace, with a new span of the server's that is not recorded; None otherwise."""
     carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-    if "traceparent" not in carrier:
-        return None
+    if not _not_sampled(carrier.get("traceparent", "")):
+        return None  # the instrumentation takes the call (and reads its context itself)
     remote = extract(carrier)
     caller = trace.get_current_span(remote).get_span_context()
     if not caller.is_valid or caller.trace_flags.sampled:
@@ -417,6 +417,16 @@ def _unkept_parent(metadata: Sequence[tuple[str, Any]] | None) -> Context | None
         )
     )
     return trace.set_span_in_context(span, remote)
+
+
+def _not_sampled(traceparent: str) -> bool:
+    """Whether a W3C traceparent's flags say not sampled (the propagator then checks all
+    of it); False for none, or flags that are not hex."""
+    fields = traceparent.split("-")
+    try:
+        return len(fields) >= 4 and not int(fields[3], 16) & 1
+    except ValueError:
+        return False
 
 
 _RANDOM_IDS = RandomIdGenerator()

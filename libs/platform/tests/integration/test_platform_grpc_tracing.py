@@ -73,19 +73,27 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-async def channel(
-    spans: InMemorySpanExporter,
-) -> AsyncIterator[tuple[grpc.aio.Channel, list[Seen]]]:
+async def server(spans: InMemorySpanExporter) -> AsyncIterator[tuple[str, list[Seen]]]:
+    """A server with tienda's interceptors: its target, and what its handlers saw."""
     seen: list[Seen] = []
     server = grpc.aio.server(interceptors=telemetry.server_interceptors())
     server.add_generic_rpc_handlers((_echo(seen),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with grpc_client.create_channel(f"127.0.0.1:{port}") as channel:
-            yield channel, seen
+        yield f"127.0.0.1:{port}", seen
     finally:
         await server.stop(None)
+
+
+@pytest.fixture
+async def channel(
+    server: tuple[str, list[Seen]],
+) -> AsyncIterator[tuple[grpc.aio.Channel, list[Seen]]]:
+    """A channel to that server as the services open them (with tienda's interceptors)."""
+    target, seen = server
+    async with grpc_client.create_channel(target) as channel:
+        yield channel, seen
 
 
 def _not_kept() -> NonRecordingSpan:
@@ -162,3 +170,26 @@ async def test_a_call_outside_any_trace_records_no_span_on_either_side(
     (handled,) = seen
     assert handled.span.is_valid and not handled.span.trace_flags.sampled
     assert spans.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-5ce0e9a56015fec5aadfa328ae398115-ab54a98ceb1f0ad2-zz",  # flags not hex
+        "00-5ce0e9a56015fec5aadfa328ae398115",  # cut short
+        "00-00000000000000000000000000000000-ab54a98ceb1f0ad2-00",  # an invalid trace id
+    ],
+)
+async def test_a_call_with_a_malformed_traceparent_is_a_trace_of_its_own(
+    server: tuple[str, list[Seen]], spans: InMemorySpanExporter, traceparent: str
+) -> None:
+    """From a client other than tienda's own (grpcurl, say): the context is ignored, and the
+    sampler decides on a new trace, which it keeps."""
+    target, seen = server
+    async with grpc.aio.insecure_channel(target) as plain:
+        call = plain.unary_unary(UNARY)(b"hello", metadata=(("traceparent", traceparent),))
+        assert await call == b"hello"
+    (handled,) = seen
+    (span,) = spans.get_finished_spans()
+    assert span.kind == SpanKind.SERVER and span.parent is None
+    assert handled.span == span.context
