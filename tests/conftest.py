@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -13,6 +14,11 @@ from e2e_support import User, login, register
 from sinks import SmtpSink
 from tienda_devstack.otlp_receiver import OtlpReceiver
 from tienda_devstack.stack import Ports, Stack
+from tienda_platform.testing import (
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_server_url,
+)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +59,31 @@ def stack(
     }
     with Stack(data_dir=data_dir, ports=Ports.free(), env=env) as running:
         yield running
+
+
+@pytest.fixture(params=["orchestration", "choreography"])
+def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """tienda on PostgreSQL (fresh databases on the server of TIENDA_TEST_POSTGRES_URL, one
+    per service), in each saga mode in turn; for the tests that do to it what the session's
+    stack must not suffer, or that are about PostgreSQL."""
+    server = postgres_server_url()
+    if server is None:
+        pytest.skip("TIENDA_TEST_POSTGRES_URL is not set; .ci/run sets it")
+    databases = {
+        f"{service}_DATABASE_URL": asyncio.run(create_postgres_database(server))
+        for service in ("AUTH", "PRODUCT", "ORDER")
+    }
+    env = databases | {
+        "TIENDA_ENV": "test",
+        "PAYMENT_TIMEOUT_SECONDS": "1",
+        "ORDER_SAGA_MODE": request.param,
+    }
+    try:
+        with Stack(data_dir=tmp_path, ports=Ports.free(), env=env) as stack:
+            yield stack
+    finally:
+        for url in databases.values():
+            asyncio.run(drop_postgres_database(url))
 
 
 @pytest.fixture(scope="session")

@@ -8,47 +8,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from e2e_support import User, create_product, login, register, stock_of, wait_terminal
-from tienda_devstack.stack import Ports, Stack
-from tienda_platform.testing import (
-    create_postgres_database,
-    drop_postgres_database,
-    end_connections,
-    postgres_server_url,
-)
+from tienda_devstack.stack import Stack
+from tienda_platform.testing import end_connections
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 ORDERS = 40
 # how often the connections are ended: several times during each order's saga
 EVERY = 0.15
-
-
-@pytest.fixture(params=["orchestration", "choreography"])
-def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    server = postgres_server_url()
-    if server is None:
-        pytest.skip("TIENDA_TEST_POSTGRES_URL is not set; .ci/run sets it")
-    databases = {
-        f"{service}_DATABASE_URL": asyncio.run(create_postgres_database(server))
-        for service in ("AUTH", "PRODUCT", "ORDER")
-    }
-    env = databases | {
-        "TIENDA_ENV": "test",
-        "PAYMENT_TIMEOUT_SECONDS": "1",
-        "ORDER_SAGA_MODE": request.param,
-    }
-    try:
-        with Stack(data_dir=tmp_path, ports=Ports.free(), env=env) as stack:
-            yield stack
-    finally:
-        for url in databases.values():
-            asyncio.run(drop_postgres_database(url))
 
 
 class ConnectionKiller(threading.Thread):

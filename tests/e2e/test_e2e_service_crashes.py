@@ -1,6 +1,6 @@
 """Services killed under load, in both saga modes: product_service, order_service and the
 gateway are each killed (SIGKILL, as a crash would end them) while customers keep placing
-orders, and each customer sends an unanswered order again with its Idempotency-Key until it
+orders, on SQLite (the session's stack) and on PostgreSQL, and each customer sends an unanswered order again with its Idempotency-Key until it
 is answered, as a client should through an outage. Every order is placed once and reaches
 the end its payment decides, the stock adds up, and the read model hears of every order: a
 crash delays work, it loses none."""
@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from e2e_support import User, create_product, eventually, register, stock_of, wait_terminal
+from e2e_support import (
+    User,
+    create_product,
+    eventually,
+    login,
+    register,
+    stock_of,
+    wait_terminal,
+)
 from tienda_devstack.stack import Stack
 
 from .order_outcomes import CONFIRMED, PAYMENT_DECLINED, outcome
@@ -134,6 +142,21 @@ def listed(api: httpx.Client, customer: User, product_id: str) -> dict[str, str]
 def test_orders_through_service_crashes_are_placed_once_and_all_finish(
     api: httpx.Client, admin: User, stack: Stack
 ) -> None:
+    crash_services_under_load(api, admin, stack)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_orders_through_service_crashes_are_placed_once_and_all_finish(
+    postgres_stack: Stack,
+) -> None:
+    stack = postgres_stack
+    with httpx.Client(base_url=stack.gateway_url, timeout=30.0) as api:
+        token, refresh = login(api, stack.admin.email, stack.admin.password)
+        admin = User("admin", stack.admin.email, stack.admin.password, token, refresh)
+        crash_services_under_load(api, admin, stack)
+
+
+def crash_services_under_load(api: httpx.Client, admin: User, stack: Stack) -> None:
     product = create_product(api, admin, stock=STOCK)
     customers = [register(api, f"Crash Customer{number}") for number in range(3)]
 
@@ -166,4 +189,10 @@ def test_orders_through_service_crashes_are_placed_once_and_all_finish(
             for p in load.placed
             if p.customer is customer
         }
-        eventually(lambda c=customer, e=expected: listed(api, c, product["id"]) == e, timeout=60)
+
+        def listed_as_placed(
+            customer: User = customer, expected: dict[str, str] = expected
+        ) -> bool:
+            return listed(api, customer, product["id"]) == expected
+
+        eventually(listed_as_placed, timeout=60)
