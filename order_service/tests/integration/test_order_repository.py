@@ -302,3 +302,54 @@ async def test_an_order_asked_for_in_another_saga_mode_is_not_found(
             orchestrated.id, for_update=True, in_mode=SagaMode.ORCHESTRATION
         )
     assert found == orchestrated
+
+
+async def test_a_sagas_progress_is_one_update_and_reads_back_in_its_transaction(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    """Saving a stored saga writes its progress at once, in one UPDATE, and leaves nothing for
+    the commit to flush; read again in the same transaction, it is the saga as saved."""
+    order = new_order()
+    await add(uow_factory, order)
+    async with uow_factory() as uow:
+        await uow.sagas.add(
+            Saga.start(order_id=order.id, mode=order.saga_mode, step=SagaStep.RESERVE, now=T0)
+        )
+        await uow.commit()
+
+    later = T0 + timedelta(seconds=1)
+    async with uow_factory() as uow:
+        found = await uow.order_with_saga(order.id, for_update=True)
+        assert found is not None
+        saga = found[1]
+        saga.claim(worker="w1", until=later + timedelta(seconds=15), now=later)
+        saga.advance(SagaStep.PAY, now=later)
+        with statements(engine, whole=True) as saved:
+            await uow.sagas.save(saga)
+        (update,) = saved
+        assert update.startswith("UPDATE order_sagas SET step=")
+        again = await uow.order_with_saga(order.id, for_update=True)
+        assert again is not None and again[1] == saga  # not the row as it was loaded
+        with statements(engine) as committed:
+            await uow.commit()
+        assert committed == []  # nothing left to flush
+    async with uow_factory() as uow:
+        stored = await uow.sagas.get(order.id)
+    assert stored == saga
+
+
+async def test_a_saga_added_and_saved_in_one_transaction_is_stored_as_last_saved(
+    uow_factory: UowFactory,
+) -> None:
+    order = new_order()
+    await add(uow_factory, order)
+    later = T0 + timedelta(seconds=1)
+    async with uow_factory() as uow:
+        saga = Saga.start(order_id=order.id, mode=order.saga_mode, step=SagaStep.RESERVE, now=T0)
+        await uow.sagas.add(saga)
+        saga.advance(SagaStep.GIVE_BACK, now=later)
+        await uow.sagas.save(saga)
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.sagas.get(order.id)
+    assert stored is not None and stored.step is SagaStep.GIVE_BACK and stored.update_time == later

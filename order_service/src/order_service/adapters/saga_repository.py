@@ -6,6 +6,7 @@ import abc
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform.database import new_row
@@ -87,6 +88,28 @@ def _saga(row: SagaRow) -> Saga:
     )
 
 
+_SAGAS = SagaRow.__table__  # type: ignore[attr-defined]
+# Built once: every step of every order runs it.
+_SAVE_PROGRESS = (
+    sa.update(_SAGAS)
+    .where(_SAGAS.c.order_id == sa.bindparam("key"))
+    .values(
+        {
+            name: sa.bindparam(name)
+            for name in (
+                "step",
+                "reason",
+                "attempts",
+                "next_attempt_time",
+                "last_error",
+                "claimed_by",
+                "update_time",
+            )
+        }
+    )
+)
+
+
 class SqlSagaRepository(SagaRepository):
     """Sagas in the service's SQL database."""
 
@@ -122,14 +145,22 @@ class SqlSagaRepository(SagaRepository):
             await self._session.merge(_row(saga))
             return
         # the saga's progress; its mode, creation and trace never change
-        row.step = saga.step.value
-        row.reason = saga.reason
-        row.attempts = saga.attempts
-        row.next_attempt_time = saga.next_attempt_time
-        row.last_error = saga.last_error
-        row.claimed_by = saga.claimed_by
-        row.update_time = saga.update_time
-        self._session.add(row)
+        progress = {
+            "step": saga.step.value,
+            "reason": saga.reason,
+            "attempts": saga.attempts,
+            "next_attempt_time": saga.next_attempt_time,
+            "last_error": saga.last_error,
+            "claimed_by": saga.claimed_by,
+            "update_time": saga.update_time,
+        }
+        # Written by one UPDATE, now (a saga added in this transaction is flushed first), and
+        # the loaded row takes the values as its committed state: the unit of work's
+        # bookkeeping for a changed row, at every step of every order, cost more than the
+        # statement.
+        await self._session.exec(_SAVE_PROGRESS, params={"key": saga.order_id, **progress})
+        for name, value in progress.items():
+            set_committed_value(row, name, value)
 
     async def claim_due(
         self, *, worker: str, now: datetime, until: datetime, limit: int
