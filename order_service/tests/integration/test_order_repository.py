@@ -353,3 +353,30 @@ async def test_a_saga_added_and_saved_in_one_transaction_is_stored_as_last_saved
     async with uow_factory() as uow:
         stored = await uow.sagas.get(order.id)
     assert stored is not None and stored.step is SagaStep.GIVE_BACK and stored.update_time == later
+
+
+async def test_a_saved_order_reads_back_as_saved_in_its_transaction(
+    uow_factory: UowFactory, engine: AsyncEngine
+) -> None:
+    """Saving writes the order's status and its new payments at once (nothing is left for
+    the commit to flush), and the order read again in the same transaction is the one saved,
+    not the row as it was loaded."""
+    order = new_order()
+    await add(uow_factory, order)
+    async with uow_factory() as uow:
+        loaded = await uow.orders.get(order.id, for_update=True)
+        assert loaded is not None
+        loaded.record_payment(
+            Payment(new_id(), order.id, PaymentStatus.APPROVED, order.total_cents, "ch_1", T0)
+        )
+        loaded.confirm(now=T0 + timedelta(seconds=1))
+        with statements(engine) as saved:
+            await uow.orders.save(loaded)
+        assert saved == ["INSERT", "UPDATE"]
+        again = await uow.orders.get(order.id, for_update=True)
+        assert again == loaded
+        with statements(engine) as committed:
+            await uow.orders.save(loaded)  # nothing new: the status again, no payment twice
+            await uow.commit()
+        assert committed == ["UPDATE"]
+    assert await get(uow_factory, order.id) == loaded
