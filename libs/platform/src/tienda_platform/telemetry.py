@@ -403,7 +403,7 @@ def _unkept_parent(metadata: Sequence[tuple[str, Any]] | None) -> Context | None
         return None  # the instrumentation takes the call (and reads its context itself)
     remote = extract(carrier)
     caller = trace.get_current_span(remote).get_span_context()
-    if not caller.is_valid or caller.trace_flags.sampled:
+    if not caller.is_valid:  # its flags were read above
         return None
     provider = trace.get_tracer_provider()
     ids = provider.id_generator if isinstance(provider, TracerProvider) else _RANDOM_IDS

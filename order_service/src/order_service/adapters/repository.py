@@ -95,16 +95,19 @@ def _order_row(order: Order) -> OrderRow:
     )
 
 
+def _payment_values(payment: Payment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "order_id": payment.order_id,
+        "status": payment.status.value,
+        "amount_cents": payment.amount_cents,
+        "provider_reference": payment.provider_reference,
+        "create_time": payment.create_time,
+    }
+
+
 def _payment_row(payment: Payment) -> PaymentRow:
-    return new_row(
-        PaymentRow,
-        id=payment.id,
-        order_id=payment.order_id,
-        status=payment.status.value,
-        amount_cents=payment.amount_cents,
-        provider_reference=payment.provider_reference,
-        create_time=payment.create_time,
-    )
+    return new_row(PaymentRow, **_payment_values(payment))
 
 
 def _order(
@@ -148,16 +151,8 @@ def _order(
 
 
 _ORDERS = OrderRow.__table__  # type: ignore[attr-defined]
-# What saving a loaded order writes: its status (new payments are inserted)
-_SAVE_STATUS = (
-    sa.update(_ORDERS)
-    .where(_ORDERS.c.id == sa.bindparam("key"))
-    .values(
-        status=sa.bindparam("status"),
-        status_reason=sa.bindparam("status_reason"),
-        update_time=sa.bindparam("update_time"),
-    )
-)
+# Built once, as every saga step runs them; the UPDATE sets the columns its parameters name.
+_SAVE_STATUS = sa.update(_ORDERS).where(_ORDERS.c.id == sa.bindparam("key"))
 _INSERT_PAYMENTS = sa.insert(PaymentRow.__table__)  # type: ignore[attr-defined]
 
 
@@ -239,18 +234,7 @@ class SqlOrderRepository(OrderRepository):
         # new payments, at every step of every order, cost more than the statements.
         if new:
             await self._session.exec(
-                _INSERT_PAYMENTS,
-                params=[
-                    {
-                        "id": payment.id,
-                        "order_id": payment.order_id,
-                        "status": payment.status.value,
-                        "amount_cents": payment.amount_cents,
-                        "provider_reference": payment.provider_reference,
-                        "create_time": payment.create_time,
-                    }
-                    for payment in new
-                ],
+                _INSERT_PAYMENTS, params=[_payment_values(payment) for payment in new]
             )
         change = {
             "status": order.status.value,

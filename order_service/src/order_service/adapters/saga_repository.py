@@ -89,25 +89,8 @@ def _saga(row: SagaRow) -> Saga:
 
 
 _SAGAS = SagaRow.__table__  # type: ignore[attr-defined]
-# Built once: every step of every order runs it.
-_SAVE_PROGRESS = (
-    sa.update(_SAGAS)
-    .where(_SAGAS.c.order_id == sa.bindparam("key"))
-    .values(
-        {
-            name: sa.bindparam(name)
-            for name in (
-                "step",
-                "reason",
-                "attempts",
-                "next_attempt_time",
-                "last_error",
-                "claimed_by",
-                "update_time",
-            )
-        }
-    )
-)
+# Built once, as every step of every order runs it; it sets the columns its parameters name.
+_SAVE_PROGRESS = sa.update(_SAGAS).where(_SAGAS.c.order_id == sa.bindparam("key"))
 
 
 class SqlSagaRepository(SagaRepository):
