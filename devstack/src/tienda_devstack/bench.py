@@ -10,8 +10,9 @@
   on SQLite and (with TIENDA_BENCH_POSTGRES_URL) on PostgreSQL (targets 200 orders/s,
   p99 < 250 ms at 100/s)
 - metrics and tracing: order throughput with metrics only, with metrics and every trace, and
-  with metrics and one trace in ten exported over OTLP, versus METRICS_ENABLED=false with
-  OTEL_SDK_DISABLED=true, same run, bursts taken in turn (target: keeps >= 85%)
+  with metrics and one trace in ten exported over OTLP (to a receiver in a process of its
+  own, as a collector is), versus METRICS_ENABLED=false with OTEL_SDK_DISABLED=true, same
+  run, bursts taken in turn (target: keeps >= 85%)
 - hot paths: CPU per span of tienda_platform.otlp's encoding versus the SDK's encoder, and
   per access-token check of a token seen before (cached) versus a full check
 """
@@ -38,7 +39,7 @@ from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
 from tienda_devstack.bench_hot_paths import span_encoding_us, token_check_us
 from tienda_devstack.bench_orders import OrderRun, run_orders
 from tienda_devstack.loadgen import LoadResult, closed_loop, http_get_worker
-from tienda_devstack.otlp_receiver import OtlpReceiver
+from tienda_devstack.otlp_receiver import OtlpReceiver, SpanCountingReceiver
 from tienda_devstack.stack import Ports, Stack, cpu_seconds, resident_memory_bytes
 
 CONCURRENCY = 16
@@ -275,12 +276,13 @@ def section_tracing(tmp: Path) -> None:
     metrics with one trace in ten (parentbased_traceidratio 0.1, as production would run).
     Bursts of orders go to each in turn while the others idle, in an order that rotates each
     round, so a drift of the machine's speed weighs on all four alike. A burst's CPU is
-    counted until its trailing work is done and its last span has reached the receiver."""
+    counted until its trailing work is done and its last span has reached the receiver, a
+    process of its own (SpanCountingReceiver), whose CPU is printed apart."""
     print(
         f"\nmetrics and tracing versus both off, orchestration, {TRACING_ROUNDS} rounds of"
         f" {TRACING_ORDERS} orders per stack:"
     )
-    receiver = OtlpReceiver().start()
+    receiver = SpanCountingReceiver()
     exporting = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
@@ -320,15 +322,18 @@ def section_tracing(tmp: Path) -> None:
                     quiet(stack)
                     _spans_settled(receiver)
 
+                received_before = receiver.cpu_seconds()
                 run, cpu_by_process = max_order_run(
                     stacks[label], *ready[label], TRACING_ORDERS, settled=settled
                 )
                 per_order = sum(cpu_by_process.values())
+                receiving = (receiver.cpu_seconds() - received_before) * 1000 / TRACING_ORDERS
                 throughput[label].append(run.throughput)
                 cpu[label].append(per_order)
                 print(
                     f"  round {round_ + 1}  {label:<22} {run.throughput:6.1f} orders/s"
                     f"  CPU per order {per_order:5.0f} ms (the services)"
+                    + (f", {receiving:3.1f} ms (the receiver)" if receiving else "")
                 )
     finally:
         for stack in stacks.values():
@@ -345,7 +350,9 @@ def section_tracing(tmp: Path) -> None:
     print(f"  (target >= 85% with metrics and tracing on; {receiver.span_count()} spans received)")
 
 
-def _spans_settled(receiver: OtlpReceiver, quiet: float = 1.0, timeout: float = 60.0) -> None:
+def _spans_settled(
+    receiver: OtlpReceiver | SpanCountingReceiver, quiet: float = 1.0, timeout: float = 60.0
+) -> None:
     """Wait until no span has arrived for `quiet` seconds."""
     deadline = time.monotonic() + timeout
     count, since = receiver.span_count(), time.monotonic()

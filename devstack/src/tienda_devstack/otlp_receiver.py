@@ -1,15 +1,21 @@
-"""A real OTLP/gRPC trace receiver (the opentelemetry-proto service definitions served by
-grpcio) that keeps every span it is sent: for the telemetry tests and the tracing benchmark."""
+"""Real OTLP/gRPC trace receivers (the opentelemetry-proto service definitions served by
+grpcio): one that keeps every span it is sent, for the telemetry tests, and one in a process
+of its own that counts them, for the tracing benchmark."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from tienda_devstack.stack import cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -148,3 +154,71 @@ class OtlpReceiver:
                 return spans
             assert time.monotonic() < deadline, f"spans never matched; got {len(spans)} spans"
             time.sleep(0.1)
+
+
+class _CountingTraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, count: Synchronized) -> None:
+        self._count = count
+
+    def Export(self, request, context):
+        spans = sum(
+            len(scope.spans)
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+        )
+        with self._count.get_lock():
+            self._count.value += spans
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _serve_counting(count: Synchronized, port: Synchronized, ready: Event) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_CountingTraceService(count), server)
+    port.value = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    ready.set()
+    server.wait_for_termination()
+
+
+class SpanCountingReceiver:
+    """An OTLP/gRPC trace receiver in a process of its own that counts the spans it is sent
+    and keeps none: the stand-in for a collector in the tracing benchmark.
+
+    A collector runs apart from the services and from whoever loads them. A receiver in the
+    benchmark's own process (OtlpReceiver) would take the interpreter's lock from the load
+    generator and from the watcher that times each order's terminal state, for as long as it
+    parses each request, so that the traced stacks' figures would carry a cost of the
+    benchmark's making. Its CPU is still spent on this machine's cores."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._count = context.Value("q", 0)
+        port = context.Value("i", 0)
+        ready = context.Event()
+        self._process = context.Process(
+            target=_serve_counting, args=(self._count, port, ready), daemon=True
+        )
+        self._process.start()
+        if not ready.wait(30):
+            self._process.kill()
+            raise RuntimeError("the span-counting receiver did not start")
+        self.port = port.value
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def span_count(self) -> int:
+        return int(self._count.value)
+
+    def cpu_seconds(self) -> float:
+        """The receiver process's CPU time so far."""
+        assert self._process.pid is not None  # started in __init__
+        return cpu_seconds(self._process.pid)
+
+    def running(self) -> bool:
+        return self._process.is_alive()
+
+    def stop(self) -> None:
+        self._process.kill()
+        self._process.join(5)
