@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     DEFAULT_ON,
     Decision,
+    ParentBased,
     Sampler,
     SamplingResult,
     _get_from_env_or_default,  # the SDK's reading of OTEL_TRACES_SAMPLER(_ARG)
@@ -145,7 +146,11 @@ def configured_sampler(*, recording: bool = True) -> QuietSampler:
     """OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose which traces are kept, as usual
     (every trace by default; `parentbased_traceidratio` with 0.1 keeps one in ten, whole);
     background noise is left out whichever they choose (see QuietSampler)."""
-    return QuietSampler(_get_from_env_or_default(), recording=recording)
+    inner = _get_from_env_or_default()
+    # each parent-based sampler the variables can name keeps a span whose parent is kept
+    return QuietSampler(
+        inner, recording=recording, follows_kept_parents=isinstance(inner, ParentBased)
+    )
 
 
 class QuietSampler(Sampler):
@@ -163,9 +168,16 @@ class QuietSampler(Sampler):
       request that caused the event, and the batch's span would only open a trace of noise.
     """
 
-    def __init__(self, inner: Sampler = DEFAULT_ON, *, recording: bool = True) -> None:
+    def __init__(
+        self,
+        inner: Sampler = DEFAULT_ON,
+        *,
+        recording: bool = True,
+        follows_kept_parents: bool = False,
+    ) -> None:
         self._inner = inner
         self.recording = recording
+        self._follows_kept_parents = follows_kept_parents
 
     def should_sample(
         self,
@@ -179,10 +191,13 @@ class QuietSampler(Sampler):
     ) -> SamplingResult:
         if not self.recording:
             return _NOT_RECORDED
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if self._follows_kept_parents and parent.trace_flags.sampled and parent.is_valid:
+            # what a parent-based sampler decides under a kept parent, without asking it
+            # (most spans are children of kept spans, and the question cost as much again)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
         if kind is SpanKind.CLIENT or kind is SpanKind.CONSUMER:
-            outside_any_trace = (
-                not trace.get_current_span(parent_context).get_span_context().is_valid
-            )
+            outside_any_trace = not parent.is_valid
             if kind is SpanKind.CLIENT and outside_any_trace:
                 return SamplingResult(Decision.DROP)
             if kind is SpanKind.CONSUMER and outside_any_trace and name.endswith(" create"):

@@ -237,3 +237,47 @@ def test_an_otlp_protocol_other_than_grpc_is_called_out_at_start() -> None:
     assert done.returncode == 0, done.stderr
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in done.stderr
     assert "OTLP/gRPC only" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("sampler", "argument"),
+    [
+        ("parentbased_always_on", ""),
+        ("parentbased_always_off", ""),
+        ("parentbased_traceidratio", "0"),
+        ("always_off", ""),
+        ("traceidratio", "0"),
+    ],
+)
+def test_under_a_kept_parent_the_decision_is_the_standard_samplers(
+    monkeypatch: pytest.MonkeyPatch, sampler: str, argument: str
+) -> None:
+    """configured_sampler answers a child of a kept span itself when the variables name a
+    parent-based sampler: its decision, attributes and trace state are the ones the SDK's
+    sampler gives, for each sampler the variables can name."""
+    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from opentelemetry.trace.span import TraceState
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    ours, standard = configured_sampler(), _get_from_env_or_default()
+    for flags in (TraceFlags.SAMPLED, TraceFlags.DEFAULT):
+        for remote in (True, False):
+            parent = trace.set_span_in_context(
+                NonRecordingSpan(
+                    SpanContext(
+                        trace_id=0x1234,
+                        span_id=0x99,
+                        is_remote=remote,
+                        trace_flags=TraceFlags(flags),
+                        trace_state=TraceState([("vendor", "x")]),
+                    )
+                )
+            )
+            for kind in (SpanKind.CLIENT, SpanKind.SERVER, SpanKind.INTERNAL):
+                args = (parent, 0x1234, "span", kind, {"db.system": "sqlite"})
+                got, want = ours.should_sample(*args), standard.should_sample(*args)
+                assert got.decision == want.decision, (flags, remote, kind)
+                assert dict(got.attributes) == dict(want.attributes)
+                assert got.trace_state == want.trace_state
