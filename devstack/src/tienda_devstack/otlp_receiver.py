@@ -78,6 +78,13 @@ def _decode(request) -> tuple[list[ReceivedSpan], list[dict[str, object]]]:
     return spans, resources
 
 
+def _span_count(request: trace_service_pb2.ExportTraceServiceRequest) -> int:
+    """How many spans an export request carries, without decoding them."""
+    return sum(
+        len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans
+    )
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
@@ -138,12 +145,7 @@ class OtlpReceiver:
         """How many spans arrived, without decoding them."""
         with self.lock:
             requests = list(self.requests)
-        return sum(
-            len(scope.spans)
-            for request in requests
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-        )
+        return sum(_span_count(request) for request in requests)
 
     def wait_for(self, predicate, timeout: float = 20.0) -> list[ReceivedSpan]:
         """Wait until predicate(spans) is true; returns the spans then."""
@@ -161,11 +163,7 @@ class _CountingTraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._count = count
 
     def Export(self, request, context):
-        spans = sum(
-            len(scope.spans)
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-        )
+        spans = _span_count(request)
         with self._count.get_lock():
             self._count.value += spans
         return trace_service_pb2.ExportTraceServiceResponse()
