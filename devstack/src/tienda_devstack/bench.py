@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tienda_platform.redis_server import EmbeddedRedis
 
 from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
-from tienda_devstack.bench_hot_paths import span_encoding_us, token_check_us
+from tienda_devstack.bench_hot_paths import span_encoding_us, span_recording_us, token_check_us
 from tienda_devstack.bench_orders import OrderRun, run_orders
 from tienda_devstack.loadgen import LoadResult, closed_loop, http_get_worker
 from tienda_devstack.otlp_receiver import OtlpReceiver, SpanCountingReceiver
@@ -367,6 +367,11 @@ def _spans_settled(
 
 def section_hot_paths() -> None:
     print("\nhot paths, CPU per call, against what each replaced:")
+    sdk, ours = span_recording_us()
+    print(
+        f"  span start and end    SDK provider{sdk:6.1f} us/span   tienda_platform.spans"
+        f"{ours:6.1f} us/span   ratio {ours / sdk:.2f}"
+    )
     sdk, ours = span_encoding_us()
     print(
         f"  OTLP span encoding    SDK encoder {sdk:6.1f} us/span   tienda_platform.otlp"

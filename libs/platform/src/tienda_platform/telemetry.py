@@ -41,6 +41,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 
 from tienda_platform.events import trace_context
+from tienda_platform.spans import LeanTracerProvider
 
 _configured = False
 
@@ -79,7 +80,7 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
         }
     ).merge(OTELResourceDetector().detect())
     # nothing is recorded until something receives the spans (record_spans)
-    provider = TracerProvider(resource=resource, sampler=configured_sampler(recording=False))
+    provider = LeanTracerProvider(resource=resource, sampler=configured_sampler(recording=False))
     trace.set_tracer_provider(provider)
     if exporting():
         from tienda_platform.otlp import FastOTLPSpanExporter

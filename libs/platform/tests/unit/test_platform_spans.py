@@ -1,0 +1,270 @@
+"""LeanTracerProvider records what the SDK's TracerProvider records, to the byte: the same
+scenes, played through each, export the same OTLP message (times aside)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.trace.span import TraceState
+from tienda_platform.otlp import SpanEncoder
+from tienda_platform.spans import LeanSpan, LeanTracerProvider
+
+pytestmark = pytest.mark.unit
+
+REMOTE = SpanContext(
+    trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+    span_id=0x00F067AA0BA902B7,
+    is_remote=True,
+    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    trace_state=TraceState([("vendor", "value")]),
+)
+
+
+class CountingIds(IdGenerator):
+    """The same ids, in the same order, for both providers."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def generate_span_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    def generate_trace_id(self) -> int:
+        self._next += 1
+        return (7 << 64) + self._next
+
+
+Scene = Callable[[trace.Tracer], None]
+
+
+def plain_attributes(tracer: trace.Tracer) -> None:
+    span = tracer.start_span(
+        "INSERT orders",
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "sqlite", "db.statement": "INSERT", "n": 3, "r": 0.5},
+    )
+    span.set_attribute("order.id", "0190")
+    span.set_attribute("n", 4)  # set again: moves to the end
+    span.set_attributes({"yes": True, "no": False, "neg": -1})
+    span.end()
+
+
+def values_the_sdk_cleans(tracer: trace.Tracer) -> None:
+    # a list becomes a tuple, an empty key is dropped; None, bytes, a map and a mixed list
+    # are values in this SDK (OpenTelemetry's AnyValue)
+    span = tracer.start_span("cleaned", attributes={"list": ["a", "b"], "first": "kept"})
+    span.set_attribute("none", None)  # type: ignore[arg-type]
+    span.set_attribute("dict", {"a": 1})  # type: ignore[arg-type]
+    span.set_attribute("mixed", [1, "a"])  # type: ignore[list-item]
+    span.set_attribute("", "empty key")
+    span.set_attribute("after", "plain again")
+    span.set_attributes({"bytes": b"raw", "numbers": (1, 2)})
+    span.set_attributes({1: "a key named by its str"})  # type: ignore[dict-item]
+    span.set_attribute(2, "dropped, one at a time")  # type: ignore[arg-type]
+    span.end()
+
+
+def events_links_and_statuses(tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span(
+        "tienda.order.events handle order.created",
+        context=trace.set_span_in_context(NonRecordingSpan(REMOTE)),
+        kind=SpanKind.CONSUMER,
+        links=[Link(REMOTE, {"link.kind": "batch"}), Link(INVALID_SPAN_CONTEXT)],
+    ) as handling:
+        handling.add_event("retry", {"attempt": 2}, timestamp=1_000)
+        handling.add_link(REMOTE, {"late": True})
+        handling.add_link(INVALID_SPAN_CONTEXT)  # not valid, not kept
+        handling.update_name("tienda.order.events handle order.created v1")
+        child = tracer.start_span("saga pay", start_time=5_000)
+        child.set_status(Status(StatusCode.OK))
+        child.set_status(StatusCode.ERROR, "ignored once OK")
+        child.end(end_time=9_000)
+        other = tracer.start_span("saga reserve")
+        other.set_status(StatusCode.UNSET)
+        other.set_status(StatusCode.ERROR, "out of stock")
+        other.end()
+
+
+def exceptions(tracer: trace.Tracer) -> None:
+    with pytest.raises(ValueError), tracer.start_as_current_span("raising"):
+        raise ValueError("declined")
+    with (
+        pytest.raises(KeyError),
+        tracer.start_as_current_span(
+            "quiet", record_exception=False, set_status_on_exception=False
+        ),
+    ):
+        raise KeyError("unknown")
+    span = tracer.start_span("recorded")
+    try:
+        raise RuntimeError("timeout")
+    except RuntimeError as error:
+        span.record_exception(error, {"extra": "x"}, timestamp=2_000)
+    span.end()
+
+
+def changes_after_the_end(tracer: trace.Tracer) -> None:
+    span = tracer.start_span("ended", attributes={"a": 1})
+    span.end()
+    span.set_attribute("b", 2)
+    span.set_attributes({"c": 3})
+    span.add_event("late")
+    span.add_link(REMOTE)
+    span.update_name("renamed")
+    span.set_status(StatusCode.ERROR, "late")
+    span.end()  # a second end exports nothing more
+
+
+def limits(tracer: trace.Tracer) -> None:
+    span = tracer.start_span(
+        "crowded",
+        attributes={"a": "x" * 10, "b": 2, "c": 3, "d": 4},
+        links=[Link(REMOTE), Link(REMOTE), Link(REMOTE)],
+    )
+    span.set_attribute("b", "longer than six")  # replaced, truncated
+    span.set_attribute("e", 5)  # the oldest goes
+    for number in range(3):
+        span.add_event(f"event {number}", {"k1": 1, "k2": 2, "k3": 3}, timestamp=number)
+    span.end()
+
+
+def sampled_out(tracer: trace.Tracer) -> None:
+    # under a parent that is not sampled, a parent-based sampler records nothing
+    unsampled = SpanContext(REMOTE.trace_id, REMOTE.span_id, True, TraceFlags(0))
+    context = trace.set_span_in_context(NonRecordingSpan(unsampled))
+    with tracer.start_as_current_span("not kept", context=context) as span:
+        assert not span.is_recording()
+        tracer.start_span("child, not kept").end()
+
+
+SCENES: list[Scene] = [
+    plain_attributes,
+    values_the_sdk_cleans,
+    events_links_and_statuses,
+    exceptions,
+    changes_after_the_end,
+    sampled_out,
+]
+LIMITS = SpanLimits(
+    max_span_attributes=3,
+    max_span_attribute_length=6,
+    max_events=2,
+    max_links=2,
+    max_event_attributes=2,
+    max_link_attributes=2,
+)
+
+
+def recorded(
+    provider_class: type[TracerProvider], scene: Scene, limits: SpanLimits | None = None
+) -> list[ReadableSpan]:
+    kept = InMemorySpanExporter()
+    provider = provider_class(
+        resource=Resource.create({"service.name": "order_service"}),
+        sampler=ParentBasedTraceIdRatio(1.0),
+        id_generator=CountingIds(),
+        span_limits=limits,
+    )
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    try:
+        scene(provider.get_tracer("tienda", "0.1.0"))
+        return list(kept.get_finished_spans())
+    finally:
+        provider.shutdown()
+
+
+def timeless(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
+    """The OTLP message the SDK's encoder builds, with the times not given by the scene
+    left out (the two runs take them at different moments)."""
+    message = encode_spans(spans)
+    for resource in message.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                if span.name != "saga pay":  # its times were given
+                    span.start_time_unix_nano = span.end_time_unix_nano = 0
+                for event in span.events:
+                    if event.name == "exception" and event.time_unix_nano > 10_000:
+                        event.time_unix_nano = 0
+    return message
+
+
+@pytest.mark.parametrize("scene", [*SCENES, limits], ids=lambda scene: scene.__name__)
+def test_a_scene_records_what_the_sdk_records(scene: Scene) -> None:
+    limits_ = LIMITS if scene is limits else None
+    sdk = recorded(TracerProvider, scene, limits_)
+    lean = recorded(LeanTracerProvider, scene, limits_)
+    assert sdk or scene is sampled_out
+    assert all(type(span) is LeanSpan for span in lean)
+    assert timeless(lean) == timeless(sdk)
+    # the project's own encoder reads LeanSpans as it reads the SDK's
+    assert ExportTraceServiceRequest.FromString(SpanEncoder().request(lean)) == encode_spans(lean)
+
+
+def test_the_values_the_sdk_cleans_are_cleaned_the_same() -> None:
+    """What the comparison above covers, spelled out for the attributes that leave the
+    plain dict: dropped, converted or truncated as BoundedAttributes does it."""
+    (cleaned,) = recorded(LeanTracerProvider, values_the_sdk_cleans)
+    assert list((cleaned.attributes or {}).items()) == [
+        ("list", ("a", "b")),
+        ("first", "kept"),
+        ("none", None),
+        ("dict", {"a": 1}),
+        ("mixed", (1, "a")),
+        ("after", "plain again"),
+        ("bytes", b"raw"),
+        ("numbers", (1, 2)),
+        ("1", "a key named by its str"),
+    ]
+    assert cleaned.dropped_attributes == 2  # the empty key, the key 2
+    (crowded,) = recorded(LeanTracerProvider, limits, LIMITS)
+    # "a" went first for want of room, "c" when "e" came; "b", set again, moved to the end
+    assert list((crowded.attributes or {}).items()) == [("d", 4), ("b", "longer"), ("e", 5)]
+    assert crowded.dropped_attributes == 2
+    assert (len(crowded.events), crowded.dropped_events) == (2, 1)
+    assert (len(crowded.links), crowded.dropped_links) == (2, 1)
+
+
+def test_an_ended_span_is_what_the_processors_get_and_it_refuses_changes() -> None:
+    (ended,) = recorded(LeanTracerProvider, changes_after_the_end)
+    assert (ended.name, dict(ended.attributes or {}), ended.events, ended.links) == (
+        "ended",
+        {"a": 1},
+        (),
+        (),
+    )
+    assert ended.status.status_code is StatusCode.UNSET
+
+
+def test_a_sampler_that_drops_gets_non_recording_spans_with_ids() -> None:
+    provider = LeanTracerProvider(sampler=ALWAYS_OFF)
+    span = provider.get_tracer("tienda").start_span("dropped")
+    assert type(span) is NonRecordingSpan
+    assert span.get_span_context().is_valid
+    assert not span.get_span_context().trace_flags.sampled
+
+
+def test_a_disabled_provider_gives_the_sdks_no_op_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    tracer = LeanTracerProvider().get_tracer("tienda")
+    assert type(tracer) is trace.NoOpTracer
