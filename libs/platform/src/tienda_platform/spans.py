@@ -39,7 +39,6 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     EventBase,
-    ReadableSpan,
     Span,
     SpanLimits,
     SpanProcessor,
@@ -76,7 +75,8 @@ class LeanSpan(Span):
         record_exception: bool,
         set_status_on_exception: bool,
     ) -> None:
-        # Span.__init__ and ReadableSpan.__init__ are not called: these are their fields
+        # Span.__init__ and ReadableSpan.__init__ are not called: these are the fields their
+        # methods read
         self._name = name
         self._context = context
         self._kind = kind
@@ -87,14 +87,11 @@ class LeanSpan(Span):
         self._end_time: int | None = None
         self._resource = resource
         self._status = _UNSET
-        self._sampler = None
-        self._trace_config = None
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self._span_processor = span_processor
         self._limits = limits
         self._lock = threading.Lock()
-        self._record_end_metrics = None
         self._attributes: Any = {}
         if attributes:
             self._set_items(attributes)
@@ -119,7 +116,11 @@ class LeanSpan(Span):
 
     def _set_items(self, attributes: Mapping[str, types.AnyValue]) -> None:
         kept = self._attributes
-        if type(kept) is dict and self._all_plain(attributes, len(kept) + len(attributes)):
+        if (
+            type(kept) is dict
+            and self._room_for(len(kept) + len(attributes))
+            and all(self._plain(key, value) for key, value in attributes.items())
+        ):
             if kept:
                 for key in attributes:
                     kept.pop(key, None)  # a key set again moves to the end, as in the SDK
@@ -129,27 +130,30 @@ class LeanSpan(Span):
 
     def _put(self, key: str, value: types.AnyValue) -> None:
         kept = self._attributes
-        if type(kept) is dict and self._all_plain({key: value}, len(kept) + (key not in kept)):
+        if (
+            type(kept) is dict
+            and self._room_for(len(kept) + (key not in kept))
+            and self._plain(key, value)
+        ):
             kept.pop(key, None)
             kept[key] = value
         else:
             self._bounded()[key] = value
 
-    def _all_plain(self, attributes: Mapping[str, types.AnyValue], count: int) -> bool:
-        """Whether the SDK's BoundedAttributes would keep these as they are, with `count`
-        attributes at most on the span: plain values under non-empty string keys, within
-        the limits."""
-        limits = self._limits
-        if limits.max_span_attributes is not None and count > limits.max_span_attributes:
+    def _room_for(self, count: int) -> bool:
+        """Whether the span may hold `count` attributes (at most; a key set again counts
+        twice in _set_items, which only sends it to BoundedAttributes)."""
+        limit = self._limits.max_span_attributes
+        return limit is None or count <= limit
+
+    def _plain(self, key: object, value: object) -> bool:
+        """Whether the SDK's BoundedAttributes would keep (key, value) as it is: a plain
+        value under a non-empty string key, within the length limit."""
+        kind = type(value)
+        if kind not in _PLAIN or type(key) is not str or not key:
             return False
-        length_limit = limits.max_span_attribute_length
-        for key, value in attributes.items():
-            kind = type(value)
-            if kind not in _PLAIN or type(key) is not str or not key:
-                return False
-            if kind is str and length_limit is not None and len(value) > length_limit:  # type: ignore[arg-type]
-                return False
-        return True
+        length_limit = self._limits.max_span_attribute_length
+        return kind is not str or length_limit is None or len(value) <= length_limit  # type: ignore[arg-type]
 
     def _bounded(self) -> BoundedAttributes:
         if type(self._attributes) is dict:
@@ -205,9 +209,6 @@ class LeanSpan(Span):
                 self._attributes._immutable = True
         self._span_processor._on_ending(self)
         self._span_processor.on_end(self)
-
-    def _readable_span(self) -> ReadableSpan:
-        return self
 
 
 class LeanTracer(Tracer):
