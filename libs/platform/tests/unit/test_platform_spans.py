@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, Sampler
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
     Link,
@@ -28,6 +28,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.span import TraceState
 from tienda_platform.otlp import SpanEncoder
 from tienda_platform.spans import LeanSpan, LeanTracerProvider
+from tienda_platform.telemetry import configured_sampler
 
 pytestmark = pytest.mark.unit
 
@@ -59,8 +60,11 @@ Scene = Callable[[trace.Tracer], None]
 
 
 def plain_attributes(tracer: trace.Tracer) -> None:
+    # a statement's span in a trace from another service (outside any trace, the services'
+    # sampler drops client spans)
     span = tracer.start_span(
         "INSERT orders",
+        context=trace.set_span_in_context(NonRecordingSpan(REMOTE)),
         kind=SpanKind.CLIENT,
         attributes={"db.system": "sqlite", "db.statement": "INSERT", "n": 3, "r": 0.5},
     )
@@ -177,12 +181,15 @@ LIMITS = SpanLimits(
 
 
 def recorded(
-    provider_class: type[TracerProvider], scene: Scene, limits: SpanLimits | None = None
+    provider_class: type[TracerProvider],
+    scene: Scene,
+    limits: SpanLimits | None = None,
+    sampler: Sampler | None = None,
 ) -> list[ReadableSpan]:
     kept = InMemorySpanExporter()
     provider = provider_class(
         resource=Resource.create({"service.name": "order_service"}),
-        sampler=ParentBasedTraceIdRatio(1.0),
+        sampler=sampler or ParentBasedTraceIdRatio(1.0),
         id_generator=CountingIds(),
         span_limits=limits,
     )
@@ -209,11 +216,21 @@ def timeless(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
     return message
 
 
+# The services' sampler (QuietSampler over parentbased_always_on) says that it keeps every
+# child of a kept parent, and LeanTracer then records those without asking it; the SDK's
+# ParentBased sampler says nothing, and is asked for every span.
+SAMPLERS: dict[str, Callable[[], Sampler]] = {
+    "parent-based": lambda: ParentBasedTraceIdRatio(1.0),
+    "services'": configured_sampler,
+}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS.values(), ids=SAMPLERS.keys())
 @pytest.mark.parametrize("scene", [*SCENES, limits], ids=lambda scene: scene.__name__)
-def test_a_scene_records_what_the_sdk_records(scene: Scene) -> None:
+def test_a_scene_records_what_the_sdk_records(scene: Scene, sampler: Callable[[], Sampler]) -> None:
     limits_ = LIMITS if scene is limits else None
-    sdk = recorded(TracerProvider, scene, limits_)
-    lean = recorded(LeanTracerProvider, scene, limits_)
+    sdk = recorded(TracerProvider, scene, limits_, sampler())
+    lean = recorded(LeanTracerProvider, scene, limits_, sampler())
     assert sdk or scene is sampled_out
     assert all(type(span) is LeanSpan for span in lean)
     assert timeless(lean) == timeless(sdk)
@@ -256,6 +273,45 @@ def test_an_ended_span_is_what_the_processors_get_and_it_refuses_changes() -> No
     assert ended.status.status_code is StatusCode.UNSET
 
 
+def children_of_kept_parents(tracer: trace.Tracer) -> None:
+    # a parent from another service, with a trace state and a random trace id, and a local one
+    random = SpanContext(
+        REMOTE.trace_id,
+        REMOTE.span_id,
+        True,
+        TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID),
+        REMOTE.trace_state,
+    )
+    for remote in (REMOTE, random):
+        context = trace.set_span_in_context(NonRecordingSpan(remote))
+        with tracer.start_as_current_span("handle", context=context, kind=SpanKind.CONSUMER):
+            tracer.start_span("INSERT orders", kind=SpanKind.CLIENT, attributes={"n": 1}).end()
+
+
+def test_children_of_kept_parents_get_what_the_services_sampler_would_give_them() -> None:
+    sdk = recorded(TracerProvider, children_of_kept_parents, sampler=configured_sampler())
+    lean = recorded(LeanTracerProvider, children_of_kept_parents, sampler=configured_sampler())
+    contexts = [(s.name, s.context, s.parent, dict(s.attributes or {})) for s in lean]
+    assert contexts == [(s.name, s.context, s.parent, dict(s.attributes or {})) for s in sdk]
+    assert [span.context.trace_flags for span in lean] == [
+        TraceFlags.SAMPLED,
+        TraceFlags.SAMPLED,
+        TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID,
+        TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID,
+    ]
+    assert all(span.context.trace_state == REMOTE.trace_state for span in lean)
+
+
+def test_a_sampler_that_records_nothing_yet_is_asked_even_under_a_kept_parent() -> None:
+    sampler = configured_sampler(recording=False)
+    provider = LeanTracerProvider(sampler=sampler)
+    tracer = provider.get_tracer("tienda")
+    context = trace.set_span_in_context(NonRecordingSpan(REMOTE))
+    assert type(tracer.start_span("not yet", context=context)) is NonRecordingSpan
+    sampler.recording = True  # what record_spans does
+    assert type(tracer.start_span("now", context=context)) is LeanSpan
+
+
 def test_a_sampler_that_drops_gets_non_recording_spans_with_ids() -> None:
     provider = LeanTracerProvider(sampler=ALWAYS_OFF)
     span = provider.get_tracer("tienda").start_span("dropped")
@@ -268,3 +324,16 @@ def test_a_disabled_provider_gives_the_sdks_no_op_tracer(monkeypatch: pytest.Mon
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     tracer = LeanTracerProvider().get_tracer("tienda")
     assert type(tracer) is trace.NoOpTracer
+
+
+def test_a_sampler_that_is_not_parent_based_is_asked_for_every_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # traceidratio 0 keeps no trace, whatever the parent decided
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    sampler = configured_sampler()
+    assert not sampler.keeps_children_of_kept_parents
+    tracer = LeanTracerProvider(sampler=sampler).get_tracer("tienda")
+    context = trace.set_span_in_context(NonRecordingSpan(REMOTE))
+    assert type(tracer.start_span("dropped", context=context)) is NonRecordingSpan
