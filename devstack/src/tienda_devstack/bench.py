@@ -349,11 +349,25 @@ def section_tracing(tmp: Path) -> None:
     off_cpu = statistics.fmean(cpu[labels[0]])
     for label in labels[1:]:
         on = statistics.fmean(throughput[label])
+        low, high = round_ratio_interval(throughput[label], throughput[labels[0]])
         print(
             f"  kept with {label:<22} {on / off:4.0%} (mean {on:.1f} of {off:.1f} orders/s;"
+            f" each round against its own: {low:.0%} to {high:.0%} at 95%;"
             f" CPU per order {statistics.fmean(cpu[label]) / off_cpu:.2f} x)"
         )
     print(f"  (target >= 85% with metrics and tracing on; {receiver.span_count()} spans received)")
+
+
+def round_ratio_interval(on: list[float], off: list[float]) -> tuple[float, float]:
+    """The 95% confidence interval of the mean of the per-round ratios on[i] / off[i] (a
+    normal approximation): how far the machine's drift from round to round leaves the
+    figure uncertain."""
+    ratios = [a / b for a, b in zip(on, off, strict=True)]
+    mean = statistics.fmean(ratios)
+    if len(ratios) < 2:
+        return mean, mean
+    half = 1.96 * statistics.stdev(ratios) / len(ratios) ** 0.5
+    return mean - half, mean + half
 
 
 def _spans_settled(
