@@ -245,14 +245,10 @@ class LeanTracer(Tracer):
         ):
             # the sampler says it records and samples every child of a kept parent, with the
             # parent's trace state and the span's attributes, as the parent-based ones do
+            trace_id = parent.trace_id
             flags = _KEPT_RANDOM if parent.trace_flags.random_trace_id else _SAMPLED
-            span_context = SpanContext(
-                parent.trace_id,
-                self.id_generator.generate_span_id(),
-                is_remote=False,
-                trace_flags=flags,
-                trace_state=parent.trace_state,
-            )
+            trace_state = parent.trace_state
+            recording = True
         else:
             if parent is None:
                 trace_id = self.id_generator.generate_trace_id()
@@ -264,16 +260,18 @@ class LeanTracer(Tracer):
             flags = _SAMPLED if sampling.decision.is_sampled() else _UNSAMPLED
             if random_trace_id:
                 flags = trace_api.TraceFlags(flags | trace_api.TraceFlags.RANDOM_TRACE_ID)
-            span_context = SpanContext(
-                trace_id,
-                self.id_generator.generate_span_id(),
-                is_remote=False,
-                trace_flags=flags,
-                trace_state=sampling.trace_state,
-            )
-            if not sampling.decision.is_recording():
-                return trace_api.NonRecordingSpan(context=span_context)
+            trace_state = sampling.trace_state
             attributes = sampling.attributes
+            recording = sampling.decision.is_recording()
+        span_context = SpanContext(
+            trace_id,
+            self.id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=trace_state,
+        )
+        if not recording:
+            return trace_api.NonRecordingSpan(context=span_context)
         span = LeanSpan(
             name,
             span_context,

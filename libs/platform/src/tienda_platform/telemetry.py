@@ -177,18 +177,13 @@ class QuietSampler(Sampler):
         follows_kept_parents: bool = False,
     ) -> None:
         self._inner = inner
-        self._follows_kept_parents = follows_kept_parents
         self.recording = recording
+        self._follows_kept_parents = follows_kept_parents
 
     @property
-    def recording(self) -> bool:
-        return self._recording
-
-    @recording.setter
-    def recording(self, recording: bool) -> None:
-        self._recording = recording
-        # read by LeanTracer, which then records a kept parent's children without asking
-        self.keeps_children_of_kept_parents = recording and self._follows_kept_parents
+    def keeps_children_of_kept_parents(self) -> bool:
+        """Read by LeanTracer, which then records a kept parent's children without asking."""
+        return self.recording and self._follows_kept_parents
 
     def should_sample(
         self,
@@ -200,7 +195,7 @@ class QuietSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        if not self._recording:
+        if not self.recording:
             return _NOT_RECORDED
         parent = trace.get_current_span(parent_context).get_span_context()
         if self._follows_kept_parents and parent.trace_flags.sampled and parent.is_valid:
