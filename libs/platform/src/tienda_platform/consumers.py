@@ -40,7 +40,7 @@ from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from google.protobuf.message import DecodeError, Message
 from loguru import logger
 from opentelemetry.propagate import extract
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, get_current_span
 from prometheus_client import Counter, Histogram
 from redis.exceptions import ResponseError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -49,7 +49,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import dead_letter_stream
 
 from tienda_platform.database import PlatformTable, new_row
-from tienda_platform.events import EventEnvelope, UnknownEvent, payload_of
+from tienda_platform.events import EventEnvelope, UnknownEvent, payload_of, traced_context
 from tienda_platform.telemetry import tracer, tracing_configured
 
 EVENTS_CONSUMED = Counter(
@@ -366,20 +366,18 @@ class EventConsumer:
 
     @contextmanager
     def _span(self, stream: str, event: _Decoded, *, quiet: bool) -> Iterator[None]:
-        """A consumer span under the producer's (whose context the entry's headers carry;
-        without them, under the request that recorded the event)."""
+        """A consumer span under the producer's (whose context the entry's headers carry, in
+        the process's propagation format; without it, under the request that recorded the
+        event, which the envelope names)."""
         if not tracing_configured():
             yield
             return
-        carrier = event.entry.headers
-        if "traceparent" not in carrier:
-            carrier = {
-                "traceparent": event.envelope.traceparent,
-                "tracestate": event.envelope.tracestate,
-            }
+        parent = extract(event.entry.headers)
+        if not get_current_span(parent).get_span_context().is_valid:
+            parent = traced_context(event.envelope.traceparent, event.envelope.tracestate)
         with tracer.start_as_current_span(
             f"{stream} handle {event.envelope.type}",
-            context=extract(carrier),
+            context=parent,
             kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "redis",

@@ -6,11 +6,26 @@ from datetime import UTC, datetime
 
 from events.v1.events_pb2 import EventEnvelope
 from google.protobuf.message import Message
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tienda_contracts.topology import EVENT_TYPES
 
 from tienda_platform.ids import new_id
 
-__all__ = ["EventEnvelope", "UnknownEvent", "build_envelope", "payload_of", "trace_context"]
+__all__ = [
+    "EventEnvelope",
+    "UnknownEvent",
+    "build_envelope",
+    "payload_of",
+    "trace_context",
+    "traced_context",
+]
+
+# An envelope's traceparent and tracestate are W3C Trace Context by the schema, as is the trace
+# parent kept with deferred work (a saga, an email, a webhook delivery): they are written and
+# read with the W3C propagator, whatever the process's propagators for headers and gRPC
+# metadata are (OTEL_PROPAGATORS).
+_W3C = TraceContextTextMapPropagator()
 
 
 class UnknownEvent(ValueError):
@@ -18,14 +33,20 @@ class UnknownEvent(ValueError):
 
 
 def trace_context() -> dict[str, str]:
-    """The W3C trace context of the current span, if tracing is on."""
+    """The W3C trace context of the current span: its traceparent, and its tracestate if it
+    has one; empty outside any trace."""
     carrier: dict[str, str] = {}
-    try:
-        from opentelemetry.propagate import inject
-    except ImportError:  # pragma: no cover - tracing is optional
-        return carrier
-    inject(carrier)
+    _W3C.inject(carrier)
     return carrier
+
+
+def traced_context(traceparent: str, tracestate: str = "") -> Context:
+    """A context whose current span is the one a W3C traceparent names (a remote span); an
+    empty context when it names none (empty or malformed)."""
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _W3C.extract(carrier)
 
 
 def build_envelope(
@@ -40,7 +61,7 @@ def build_envelope(
         type=event_type,
         source=source,
         subject=subject,
-        **{k: v for k, v in trace_context().items() if k in ("traceparent", "tracestate")},
+        **trace_context(),
     )
     envelope.time.FromDatetime(datetime.now(UTC))
     envelope.data.Pack(payload)

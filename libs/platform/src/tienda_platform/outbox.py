@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from faststream.redis import RedisBroker
 from google.protobuf.message import Message
 from loguru import logger
-from opentelemetry.propagate import extract
 from opentelemetry.trace import Span, SpanKind, use_span
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
@@ -33,7 +32,7 @@ from tienda_platform.database import (
     is_sqlite,
     new_row,
 )
-from tienda_platform.events import EventEnvelope, build_envelope, stream_of
+from tienda_platform.events import EventEnvelope, build_envelope, stream_of, traced_context
 from tienda_platform.metrics import metrics_enabled
 from tienda_platform.retention import (
     PROCESSED_RETENTION,
@@ -281,10 +280,9 @@ class OutboxRelay:
             yield None
             return
         envelope = EventEnvelope.FromString(body)
-        parent = extract({"traceparent": envelope.traceparent, "tracestate": envelope.tracestate})
         with tracer.start_as_current_span(
             f"outbox relay {event_type}",
-            context=parent,
+            context=traced_context(envelope.traceparent, envelope.tracestate),
             kind=SpanKind.PRODUCER,
             attributes={"messaging.destination.name": stream, "messaging.message.id": event_id},
         ) as span:

@@ -40,7 +40,7 @@ from opentelemetry.util.types import Attributes
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 
-from tienda_platform.events import trace_context
+from tienda_platform.events import trace_context, traced_context
 from tienda_platform.spans import LeanTracerProvider
 
 _configured = False
@@ -485,11 +485,11 @@ def current_traceparent() -> str:
 def span_in_trace(name: str, traceparent: str, **attributes: str) -> Iterator[None]:
     """A span for deferred work, a child of the span `traceparent` names (a new trace
     without one); business ids as attributes (`order_id` becomes `order.id`)."""
-    # without one, an empty context: a background loop's current context is no parent
-    parent = extract({"traceparent": traceparent}) if traceparent else Context()
+    # without one (or with a malformed one) an empty context: a background loop's current
+    # context is no parent
     with tracer.start_as_current_span(
         name,
-        context=parent,
+        context=traced_context(traceparent),
         attributes={k.replace("_", "."): v for k, v in attributes.items() if v},
     ):
         yield
