@@ -173,6 +173,32 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
 
 
+@pytest.fixture
+def recorded_spans() -> Iterator[Any]:
+    """The process's tracing as configure_tracing sets it up, recording into an in-memory
+    exporter (an InMemorySpanExporter) for the test: the default sampler, every trace kept
+    and QuietSampler's noise left out."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tienda_platform import telemetry
+
+    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    assert isinstance(provider.sampler, telemetry.QuietSampler)
+    exporter = InMemorySpanExporter()
+    recording = provider.sampler.recording
+    telemetry.record_spans(SimpleSpanProcessor(exporter))
+    try:
+        yield exporter
+    finally:
+        exporter.shutdown()  # it keeps nothing more once the test is done
+        provider.sampler.recording = recording
+
+
 @pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.redis_server)])
 async def redis_url(request: pytest.FixtureRequest, embedded_redis: Any) -> AsyncIterator[str]:
     """An empty Redis database: the embedded server, and the machine's Redis when configured."""

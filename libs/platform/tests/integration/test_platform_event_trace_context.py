@@ -15,8 +15,7 @@ from google.protobuf.message import Message
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,25 +32,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """The process's tracing as configure_tracing sets it up, recording into an exporter of
-    the test's, with propagators that carry baggage only (OTEL_PROPAGATORS=baggage): headers
-    and metadata hold no trace context."""
-    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    assert isinstance(provider.sampler, telemetry.QuietSampler)
-    exporter = InMemorySpanExporter()
-    recording = provider.sampler.recording
-    telemetry.record_spans(SimpleSpanProcessor(exporter))
+def spans(recorded_spans: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+    """Spans recorded (tienda_platform.testing), with propagators that carry baggage only
+    (OTEL_PROPAGATORS=baggage): headers and metadata hold no trace context."""
     propagators = propagate.get_global_textmap()
     propagate.set_global_textmap(CompositePropagator([W3CBaggagePropagator()]))
     try:
-        yield exporter
+        yield recorded_spans
     finally:
         propagate.set_global_textmap(propagators)
-        exporter.shutdown()  # it keeps nothing more once the test is done
-        provider.sampler.recording = recording
 
 
 @pytest.fixture

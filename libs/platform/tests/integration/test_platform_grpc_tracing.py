@@ -5,14 +5,12 @@ of the server's; a call outside any trace is left to the sampler, as before."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from tienda_platform import grpc_client, telemetry
@@ -55,25 +53,7 @@ def _echo(seen: list[Seen]) -> grpc.GenericRpcHandler:
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """The process's tracing as configure_tracing sets it up, recording into an exporter of
-    the test's (the default sampler: every trace kept, QuietSampler's noise left out)."""
-    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    assert isinstance(provider.sampler, telemetry.QuietSampler)
-    exporter = InMemorySpanExporter()
-    recording = provider.sampler.recording
-    telemetry.record_spans(SimpleSpanProcessor(exporter))
-    try:
-        yield exporter
-    finally:
-        exporter.shutdown()  # it keeps nothing more once the test is done
-        provider.sampler.recording = recording
-
-
-@pytest.fixture
-async def server(spans: InMemorySpanExporter) -> AsyncIterator[tuple[str, list[Seen]]]:
+async def server(recorded_spans: InMemorySpanExporter) -> AsyncIterator[tuple[str, list[Seen]]]:
     """A server with tienda's interceptors: its target, and what its handlers saw."""
     seen: list[Seen] = []
     server = grpc.aio.server(interceptors=telemetry.server_interceptors())
@@ -109,12 +89,14 @@ def _not_kept() -> NonRecordingSpan:
 
 
 async def test_a_call_in_a_kept_trace_gets_the_client_and_server_spans(
-    channel: tuple[grpc.aio.Channel, list[Seen]], spans: InMemorySpanExporter
+    channel: tuple[grpc.aio.Channel, list[Seen]], recorded_spans: InMemorySpanExporter
 ) -> None:
     channel_, seen = channel
     with telemetry.tracer.start_as_current_span("request") as request:
         assert await channel_.unary_unary(UNARY)(b"hello") == b"hello"
-    by_kind = {span.kind: span for span in spans.get_finished_spans() if span.name == UNARY}
+    by_kind = {
+        span.kind: span for span in recorded_spans.get_finished_spans() if span.name == UNARY
+    }
     client, server = by_kind[SpanKind.CLIENT], by_kind[SpanKind.SERVER]
     caller = request.get_span_context()
     assert client.parent is not None and client.parent.span_id == caller.span_id
@@ -126,7 +108,7 @@ async def test_a_call_in_a_kept_trace_gets_the_client_and_server_spans(
 
 
 async def test_a_call_in_a_trace_not_kept_carries_it_on_with_no_client_span(
-    channel: tuple[grpc.aio.Channel, list[Seen]], spans: InMemorySpanExporter
+    channel: tuple[grpc.aio.Channel, list[Seen]], recorded_spans: InMemorySpanExporter
 ) -> None:
     channel_, seen = channel
     caller = _not_kept()
@@ -142,11 +124,11 @@ async def test_a_call_in_a_trace_not_kept_carries_it_on_with_no_client_span(
     assert handled.span.trace_id == context.trace_id
     assert handled.span.span_id not in (0, context.span_id)
     assert not handled.span.trace_flags.sampled
-    assert spans.get_finished_spans() == ()
+    assert recorded_spans.get_finished_spans() == ()
 
 
 async def test_a_stream_in_a_trace_not_kept_runs_in_that_trace(
-    channel: tuple[grpc.aio.Channel, list[Seen]], spans: InMemorySpanExporter
+    channel: tuple[grpc.aio.Channel, list[Seen]], recorded_spans: InMemorySpanExporter
 ) -> None:
     channel_, seen = channel
     caller = _not_kept()
@@ -155,11 +137,11 @@ async def test_a_stream_in_a_trace_not_kept_runs_in_that_trace(
     (handled,) = seen
     assert handled.span.trace_id == caller.get_span_context().trace_id
     assert not handled.span.trace_flags.sampled
-    assert spans.get_finished_spans() == ()
+    assert recorded_spans.get_finished_spans() == ()
 
 
 async def test_a_call_outside_any_trace_records_no_span_on_either_side(
-    channel: tuple[grpc.aio.Channel, list[Seen]], spans: InMemorySpanExporter
+    channel: tuple[grpc.aio.Channel, list[Seen]], recorded_spans: InMemorySpanExporter
 ) -> None:
     """A background job's call: QuietSampler drops its client span, and the server, told of
     that span's trace, keeps nothing of it either (it would otherwise open a trace of its
@@ -169,7 +151,7 @@ async def test_a_call_outside_any_trace_records_no_span_on_either_side(
     assert await channel_.unary_unary(UNARY)(b"hello") == b"hello"
     (handled,) = seen
     assert handled.span.is_valid and not handled.span.trace_flags.sampled
-    assert spans.get_finished_spans() == ()
+    assert recorded_spans.get_finished_spans() == ()
 
 
 @pytest.mark.parametrize(
@@ -181,7 +163,7 @@ async def test_a_call_outside_any_trace_records_no_span_on_either_side(
     ],
 )
 async def test_a_call_with_a_malformed_traceparent_is_a_trace_of_its_own(
-    server: tuple[str, list[Seen]], spans: InMemorySpanExporter, traceparent: str
+    server: tuple[str, list[Seen]], recorded_spans: InMemorySpanExporter, traceparent: str
 ) -> None:
     """From a client other than tienda's own (grpcurl, say): the context is ignored, and the
     sampler decides on a new trace, which it keeps."""
@@ -190,6 +172,6 @@ async def test_a_call_with_a_malformed_traceparent_is_a_trace_of_its_own(
         call = plain.unary_unary(UNARY)(b"hello", metadata=(("traceparent", traceparent),))
         assert await call == b"hello"
     (handled,) = seen
-    (span,) = spans.get_finished_spans()
+    (span,) = recorded_spans.get_finished_spans()
     assert span.kind == SpanKind.SERVER and span.parent is None
     assert handled.span == span.context
