@@ -78,31 +78,35 @@ def test_a_valid_webhook_keeps_its_event_types_once_each_in_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "address",
+    ("address", "kind"),
     [
-        "127.0.0.1",
-        "10.0.0.1",
-        "172.16.5.4",
-        "192.168.1.1",
-        "169.254.169.254",
-        "100.64.0.1",
-        "0.0.0.0",
-        "224.0.0.1",
-        "240.0.0.1",
-        "255.255.255.255",
-        "::1",
-        "::",
-        "fe80::1",
-        "fe80::1%eth0",
-        "fc00::1",
-        "ff02::1",
-        "::ffff:127.0.0.1",
-        "::ffff:10.0.0.1",
-        "not-an-ip",
+        ("127.0.0.1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),  # cloud instance metadata
+        ("100.64.0.1", "non-public"),  # carrier-grade NAT
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("fe80::1", "link-local"),
+        ("fe80::1%eth0", "link-local"),
+        ("fc00::1", "private"),
+        ("ff02::1", "multicast"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:10.0.0.1", "private"),
     ],
 )
-def test_non_public_addresses_are_refused(address: str) -> None:
-    assert refused_address(address) is not None
+def test_non_public_addresses_are_refused_saying_what_they_are(address: str, kind: str) -> None:
+    shown = address.split("%", 1)[0].removeprefix("::ffff:")
+    assert refused_address(address) == f"{shown} is a {kind} address"
+
+
+def test_what_is_not_an_ip_address_is_refused() -> None:
+    assert refused_address("not-an-ip") == "not-an-ip is not an IP address"
 
 
 @pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111"])

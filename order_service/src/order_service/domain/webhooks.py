@@ -230,13 +230,15 @@ def refused_address(address: str) -> str | None:
         return f"{address} is not an IP address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    # the most specific kind first: Python counts loopback, link-local, unspecified and
+    # reserved addresses as private too
     for flag, kind in (
         (ip.is_loopback, "loopback"),
-        (ip.is_private, "private"),
+        (ip.is_unspecified, "unspecified"),
         (ip.is_link_local, "link-local"),
         (ip.is_multicast, "multicast"),
         (ip.is_reserved, "reserved"),
-        (ip.is_unspecified, "unspecified"),
+        (ip.is_private, "private"),
         (not ip.is_global, "non-public"),
     ):
         if flag:
