@@ -31,8 +31,10 @@ def test_orders_placed_around_a_redis_restart_all_finish(
         stack.redis.kill()
     else:
         stack.redis.stop()
-    during = [place(api, customer, product["id"]) for _ in range(5)]  # state commits anyway
-    stack.redis.start()
+    try:
+        during = [place(api, customer, product["id"]) for _ in range(5)]  # state commits anyway
+    finally:  # the later tests share this stack
+        stack.redis.start()
     after = [place(api, customer, product["id"]) for _ in range(5)]
 
     orders = [wait_terminal(api, customer, o, timeout=90) for o in before + during + after]

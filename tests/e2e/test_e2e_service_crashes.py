@@ -164,10 +164,12 @@ def crash_services_under_load(api: httpx.Client, admin: User, stack: Stack) -> N
         for service in ("product_service", "order_service", "gateway"):
             load.wait_for_more(load.placed_count, 6, f"orders placed before {service} dies")
             stack.kill(service)
-            # the customers felt the crash: orders went unanswered while it was down
-            load.wait_for_more(load.unanswered_count, 3, f"orders sent while {service} is down")
-            stack.start((service,))
-            stack.wait_ready(timeout=60)
+            try:
+                # the customers felt the crash: orders went unanswered while it was down
+                load.wait_for_more(load.unanswered_count, 3, f"orders sent while {service} is down")
+            finally:  # the later tests share this stack
+                stack.start((service,))
+                stack.wait_ready(timeout=60)
         load.wait_for_more(load.placed_count, 6, "orders placed after the crashes")
     assert not load.errors, load.errors
 

@@ -62,7 +62,8 @@ def test_production_accepts_a_strong_bootstrap_password() -> None:
 
 
 def test_development_allows_a_weak_bootstrap_password() -> None:
-    _settings(bootstrap_admin_email="root@example.com", bootstrap_admin_password="admin")
+    settings = _settings(bootstrap_admin_email="root@example.com", bootstrap_admin_password="admin")
+    assert "BOOTSTRAP_ADMIN_PASSWORD" in settings.insecure_defaults()  # flagged, not refused
 
 
 def test_production_refuses_cheap_argon2_costs() -> None:

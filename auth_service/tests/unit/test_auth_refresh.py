@@ -52,7 +52,8 @@ async def test_reusing_a_spent_token_revokes_its_whole_family(
     with pytest.raises(Unauthenticated, match="revoked"):
         await services.refresh(deps=deps, refresh_token=second.refresh_token)
     # Another login is another family and is untouched.
-    await services.refresh(deps=deps, refresh_token=other_session.refresh_token)
+    untouched = await services.refresh(deps=deps, refresh_token=other_session.refresh_token)
+    assert untouched.refresh_token != other_session.refresh_token
 
 
 async def test_an_expired_refresh_token_fails(deps: Dependencies, clock: FakeClock) -> None:
@@ -65,7 +66,8 @@ async def test_an_expired_refresh_token_fails(deps: Dependencies, clock: FakeClo
 async def test_a_token_just_inside_its_lifetime_works(deps: Dependencies, clock: FakeClock) -> None:
     tokens = await _logged_in(deps)
     clock.advance(timedelta(days=30) - timedelta(seconds=1))
-    await services.refresh(deps=deps, refresh_token=tokens.refresh_token)
+    renewed = await services.refresh(deps=deps, refresh_token=tokens.refresh_token)
+    assert renewed.refresh_token != tokens.refresh_token and renewed.access_token
 
 
 @pytest.mark.parametrize("token", ["rt_unknown", "not-even-ours", "rt_" + "x" * 253])

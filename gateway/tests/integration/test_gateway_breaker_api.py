@@ -16,8 +16,8 @@ from .upstream_fakes import MUG_ID, ORDER_ID, Upstream, gateway_settings
 pytestmark = pytest.mark.integration
 
 TOKEN = {"Authorization": "Bearer t"}
-TIMEOUT = 0.3  # the upstream deadline
-RESET = 1.0  # seconds the breaker stays open
+TIMEOUT = 0.5  # the upstream deadline
+RESET = 2.0  # seconds the breaker stays open
 
 
 async def test_a_silent_upstream_is_not_called_while_its_breaker_is_open(

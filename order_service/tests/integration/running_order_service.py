@@ -179,7 +179,7 @@ class RunningOrderService:
             rows = await session.exec(
                 select(OutboxEvent)
                 .where(OutboxEvent.subject == f"orders/{order_id}")
-                .order_by(col(OutboxEvent.create_time))
+                .order_by(col(OutboxEvent.create_time), col(OutboxEvent.id))
             )
             return [row.event_type for row in rows.all()]
 

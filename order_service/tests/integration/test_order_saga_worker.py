@@ -180,7 +180,7 @@ async def events_of(engine: AsyncEngine, order_id: str) -> list[str]:
         rows = await session.exec(
             select(OutboxEvent)
             .where(OutboxEvent.subject == f"orders/{order_id}")
-            .order_by(col(OutboxEvent.create_time))
+            .order_by(col(OutboxEvent.create_time), col(OutboxEvent.id))
         )
         return [row.event_type for row in rows.all()]
 
@@ -210,7 +210,7 @@ async def test_a_restarted_worker_finishes_a_saga_left_reserved_but_unpaid_exact
 ) -> None:
     order = await place(uow_factory, catalog)
     silent = FakePaymentProvider(hold=True)  # no answer before the crash
-    first = worker("replica-a", uow_factory, catalog, silent, lease=0.3)
+    first = worker("replica-a", uow_factory, catalog, silent, lease=2.0)
     running = asyncio.create_task(first.drain())
     await silent.charge_started.wait()
     await crash(running)

@@ -94,16 +94,26 @@ async def test_invalid_fields_are_refused(
     assert database.committed.products == {}
 
 
-async def test_boundary_values_are_accepted(deps: Dependencies, admin: Principal) -> None:
-    await _create(deps, admin, sku="a" * 64, name="n" * 200, description="", price_cents=1, stock=0)
-    await _create(
+async def test_boundary_values_are_accepted(
+    deps: Dependencies, admin: Principal, database: FakeDatabase
+) -> None:
+    smallest = await _create(
+        deps, admin, sku="a" * 64, name="n" * 200, description="", price_cents=1, stock=0
+    )
+    description = "line one\nline two\ttabbed\r\n" + "d" * 4970
+    largest = await _create(
         deps,
         admin,
         sku="Z.9_-",
-        description="line one\nline two\ttabbed\r\n" + "d" * 4970,
+        description=description,
         price_cents=10_000_000_00,
         stock=1_000_000,
     )
+    stored = database.committed.products
+    assert (stored[smallest.id].sku, stored[smallest.id].name) == ("a" * 64, "n" * 200)
+    assert (stored[smallest.id].price_cents, stored[smallest.id].stock) == (1, 0)
+    assert stored[largest.id].description == description
+    assert (stored[largest.id].price_cents, stored[largest.id].stock) == (10_000_000_00, 1_000_000)
 
 
 async def test_every_violation_is_reported_at_once(deps: Dependencies, admin: Principal) -> None:

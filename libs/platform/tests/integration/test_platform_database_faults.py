@@ -57,6 +57,9 @@ async def test_lost_during_a_statement_or_at_rollback_is_unreachable_at_commit_i
                 if await end_connections(database_url, waiting_on_a_lock=True):
                     break
                 await asyncio.sleep(0.05)
+            else:
+                waiting.cancel()
+                raise AssertionError("the update never waited on the lock")
             await waiting
 
     during = await _raised(update_while_locked())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 import pytest
 from loguru import logger
@@ -88,7 +89,8 @@ async def test_the_cancellation_python_3_11s_wait_for_swallows_is_repeated() -> 
     items.put_nowait(1)
     consuming.cancel()  # in the same turn of the event loop
     done, _ = await asyncio.wait([consuming], timeout=0.2)
-    assert not done and handled == [1]
+    if sys.version_info < (3, 12):  # 3.12's wait_for passes the cancellation on
+        assert not done and handled == [1]  # it was dropped: the loop waits for the next item
     await cancel_and_wait([consuming])
     assert consuming.cancelled()
 
