@@ -4,13 +4,15 @@ Spans are recorded and exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or i
 variant) is set. Without an endpoint nothing would receive them, so none is recorded: every
 span still gets its ids and is propagated (so log lines carry trace.id and span.id, the same
 across services), but as a non-recording span, marked not sampled, which costs next to
-nothing. OTEL_SDK_DISABLED=true turns tracing off entirely.
+nothing; SQL statements and Redis commands, which could have no span then, are not even
+hooked. OTEL_SDK_DISABLED=true turns tracing off entirely.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import PurePath
@@ -44,6 +46,9 @@ from tienda_platform.events import trace_context, traced_context
 from tienda_platform.spans import LeanTracerProvider
 
 _configured = False
+# whether the SQL and Redis tracing is installed; the engines waiting for it until then
+_statements_traced = False
+_untraced_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def tracing_enabled() -> bool:
@@ -96,10 +101,23 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
             )
 
         record_spans(BatchSpanProcessor(FastOTLPSpanExporter()))
+
+
+def _trace_statements_and_commands() -> None:
+    """Install the SQL and Redis tracing, once spans are recorded (record_spans): until then
+    no statement or command could have a span, and their hooks would cost every one of them
+    (a few percent of the services' CPU under load). Idempotent."""
+    global _statements_traced
+    if _statements_traced:
+        return
+    _statements_traced = True
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     RedisInstrumentor().instrument()
     trace_redis_only_in_sampled_traces()
+    for engine in list(_untraced_engines):
+        StatementTracer(engine)
+    _untraced_engines.clear()
 
 
 def trace_redis_only_in_sampled_traces() -> None:
@@ -141,6 +159,7 @@ def record_spans(processor: SpanProcessor) -> None:
     provider.add_span_processor(processor)
     if isinstance(provider.sampler, QuietSampler):
         provider.sampler.recording = True
+    _trace_statements_and_commands()
 
 
 def configured_sampler(*, recording: bool = True) -> QuietSampler:
@@ -220,9 +239,14 @@ _NOT_RECORDED = SamplingResult(Decision.DROP)
 
 
 def instrument_engine(engine: Any) -> None:
-    """A client span for each SQL statement of this SQLAlchemy engine (see StatementTracer)."""
-    if _configured:
+    """A client span for each SQL statement of this SQLAlchemy engine (see StatementTracer),
+    from the moment spans are recorded (record_spans, before or after this call)."""
+    if not _configured:
+        return
+    if _statements_traced:
         StatementTracer(engine.sync_engine)
+    else:
+        _untraced_engines.add(engine.sync_engine)
 
 
 class StatementTracer:

@@ -187,6 +187,58 @@ with telemetry.tracer.start_as_current_span("request") as span:
         assert done.stderr == ""
 
 
+def test_statements_and_redis_commands_are_hooked_only_once_spans_are_recorded() -> None:
+    """Until spans are recorded no statement or Redis command could have one: neither the
+    engines nor the Redis client are hooked (a hook costs every statement and command).
+    record_spans hooks them, engines made before it as well as after. (A process of its
+    own: the tracer provider and the Redis instrumentation are set once per process.)"""
+    script = """
+import asyncio
+import redis.asyncio.client as client
+import sqlalchemy as sa
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.ext.asyncio import create_async_engine
+from wrapt import FunctionWrapper
+from tienda_platform import telemetry
+
+def hooks(engine):
+    return len(engine.sync_engine.dispatch.before_cursor_execute)
+
+def redis_hooked():
+    return isinstance(client.Redis.__dict__["execute_command"], FunctionWrapper)
+
+async def main():
+    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
+    before = create_async_engine("sqlite+aiosqlite://")
+    telemetry.instrument_engine(before)
+    print(hooks(before), redis_hooked())
+    recorded = InMemorySpanExporter()
+    telemetry.record_spans(SimpleSpanProcessor(recorded))
+    telemetry.record_spans(SimpleSpanProcessor(InMemorySpanExporter()))  # hooks them once
+    after = create_async_engine("sqlite+aiosqlite://")
+    telemetry.instrument_engine(after)
+    print(hooks(before), hooks(after), redis_hooked())
+    with telemetry.tracer.start_as_current_span("request"):
+        for engine in (before, after):
+            async with engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+    print(sorted(span.name for span in recorded.get_finished_spans()))
+
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "0 False",
+        "1 1 True",
+        "['SELECT', 'SELECT', 'request']",
+    ]
+
+
 def _configured_in_a_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     script = """
 import json
