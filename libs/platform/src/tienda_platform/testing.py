@@ -174,6 +174,19 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
+async def platform_engine(tmp_path: Path) -> AsyncIterator[Any]:
+    """An engine on a new SQLite file with the platform's own tables: the outbox and the
+    consumers' processed events."""
+    from tienda_platform.database import PLATFORM_METADATA, create_engine
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'platform.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(PLATFORM_METADATA.create_all)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
 def recorded_spans() -> Iterator[Any]:
     """The process's tracing as configure_tracing sets it up, recording into an in-memory
     exporter (an InMemorySpanExporter) for the test: the default sampler, every trace kept

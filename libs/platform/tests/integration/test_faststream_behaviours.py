@@ -8,7 +8,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform.aio import wait_for_event
 from tienda_platform.consumers import EventConsumer
-from tienda_platform.database import PLATFORM_METADATA, create_engine
 from tienda_platform.events import EventEnvelope, build_envelope
 from tienda_platform.testing import eventually
 
@@ -53,15 +51,6 @@ async def stream(client: redis.Redis) -> AsyncIterator[str]:
     name = f"tests.faststream.{uuid.uuid4().hex[:12]}"
     yield name
     await client.delete(name)
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}")
-    async with engine.begin() as conn:
-        await conn.run_sync(PLATFORM_METADATA.create_all)
-    yield engine
-    await engine.dispose()
 
 
 def envelope(user_id: str) -> EventEnvelope:
@@ -99,7 +88,7 @@ async def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, 
 
 
 async def test_a_group_faststream_creates_misses_earlier_entries_one_declared_at_0_does_not(
-    redis_url: str, client: redis.Redis, stream: str, engine: AsyncEngine
+    redis_url: str, client: redis.Redis, stream: str, platform_engine: AsyncEngine
 ) -> None:
     publisher = RedisBroker(redis_url)
     await publisher.connect()
@@ -120,7 +109,7 @@ async def test_a_group_faststream_creates_misses_earlier_entries_one_declared_at
     async def record(session: AsyncSession, event: EventEnvelope, payload: Message) -> None:
         handled.append(event.id)
 
-    consumer = EventConsumer(broker=broker, engine=engine, group="declared", consumer="c1")
+    consumer = EventConsumer(broker=broker, engine=platform_engine, group="declared", consumer="c1")
     consumer.on(stream, "user.registered", record)
     await consumer.declare()
     await broker.start()
@@ -190,7 +179,7 @@ async def test_nack_and_reject_leave_a_stream_entry_pending(
 
 
 async def test_a_failed_event_stays_pending_and_the_claimer_retries_it(
-    redis_url: str, client: redis.Redis, stream: str, engine: AsyncEngine
+    redis_url: str, client: redis.Redis, stream: str, platform_engine: AsyncEngine
 ) -> None:
     """tienda's answer: a failed entry is left pending on purpose, and the consumer's claiming
     subscriber delivers it again. (Retried until max_attempts, then dead-lettered:
@@ -207,7 +196,7 @@ async def test_a_failed_event_stays_pending_and_the_claimer_retries_it(
 
     broker = RedisBroker(redis_url)
     consumer = EventConsumer(
-        broker=broker, engine=engine, group="g", consumer="c1", claim_idle_ms=IDLE_MS
+        broker=broker, engine=platform_engine, group="g", consumer="c1", claim_idle_ms=IDLE_MS
     )
     consumer.on(stream, "user.registered", fails_once)
     await consumer.declare()
@@ -272,7 +261,7 @@ async def test_a_claiming_subscriber_claims_idle_pending_entries_but_never_reads
 
 
 async def test_an_event_consumer_handles_new_entries_and_abandoned_ones(
-    redis_url: str, client: redis.Redis, stream: str, engine: AsyncEngine
+    redis_url: str, client: redis.Redis, stream: str, platform_engine: AsyncEngine
 ) -> None:
     """tienda's answer: each stream gets a reader (new entries) and a claimer (entries left
     pending by a failure or a crashed replica). (Reclaimed entries are applied once:
@@ -284,7 +273,7 @@ async def test_an_event_consumer_handles_new_entries_and_abandoned_ones(
 
     broker = RedisBroker(redis_url)
     consumer = EventConsumer(
-        broker=broker, engine=engine, group="g", consumer="survivor", claim_idle_ms=IDLE_MS
+        broker=broker, engine=platform_engine, group="g", consumer="survivor", claim_idle_ms=IDLE_MS
     )
     consumer.on(stream, "user.registered", record)
     await consumer.declare()

@@ -5,8 +5,7 @@ no traceparent at all."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from events.v1 import events_pb2
@@ -23,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import AUTH_EVENTS
 from tienda_platform import telemetry
 from tienda_platform.consumers import EventConsumer
-from tienda_platform.database import PLATFORM_METADATA, create_engine, session_factory
+from tienda_platform.database import session_factory
 from tienda_platform.events import EventEnvelope, build_envelope, traced_context
 from tienda_platform.outbox import OutboxRelay, record_event
 from tienda_platform.testing import eventually
@@ -41,15 +40,6 @@ def spans(recorded_spans: InMemorySpanExporter) -> Iterator[InMemorySpanExporter
         yield recorded_spans
     finally:
         propagate.set_global_textmap(propagators)
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
-    async with engine.begin() as conn:
-        await conn.run_sync(PLATFORM_METADATA.create_all)
-    yield engine
-    await engine.dispose()
 
 
 def _w3c(span: trace.Span) -> str:
@@ -109,10 +99,10 @@ def test_traced_context_reads_a_w3c_traceparent_and_its_tracestate() -> None:
 
 
 async def test_a_requests_trace_goes_on_through_the_relay_and_the_consumer(
-    spans: InMemorySpanExporter, redis_url: str, engine: AsyncEngine
+    spans: InMemorySpanExporter, redis_url: str, platform_engine: AsyncEngine
 ) -> None:
     with telemetry.tracer.start_as_current_span("POST /v1/users", kind=SpanKind.SERVER) as request:
-        async with session_factory(engine)() as session, session.begin():
+        async with session_factory(platform_engine)() as session, session.begin():
             record_event(
                 session,
                 source="auth_service",
@@ -126,12 +116,14 @@ async def test_a_requests_trace_goes_on_through_the_relay_and_the_consumer(
         handled.append(envelope)
 
     publisher = RedisBroker(redis_url)
-    reader = EventConsumer(broker=RedisBroker(redis_url), engine=engine, group="g", consumer="c")
+    reader = EventConsumer(
+        broker=RedisBroker(redis_url), engine=platform_engine, group="g", consumer="c"
+    )
     reader.on(AUTH_EVENTS, "user.registered", handler)
     await reader.declare()
     await reader.broker.start()
     try:
-        assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 1
+        assert await OutboxRelay(engine=platform_engine, broker=publisher).publish_batch() == 1
         await eventually(lambda: len(handled) == 1)
     finally:
         await reader.broker.stop()
