@@ -171,7 +171,7 @@ def test_customer_names_replicate_and_prices_never_change_old_orders(
         match = [o for o in orders if o["id"] == order["id"]]
         # the read model is eventually consistent: the rename and the confirmation are
         # projected from different events, in either order
-        if not match or match[0].get("customer_name") != "New Name":
+        if not match or not match[0]["items"] or match[0].get("customer_name") != "New Name":
             return None
         return match[0] if match[0]["status"] == "ORDER_STATUS_CONFIRMED" else None
 
