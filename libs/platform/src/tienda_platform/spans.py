@@ -20,9 +20,9 @@ processors, shutdown and flush all its own) whose tracers make `LeanSpan`s. Most
 children of kept spans, and a sampler that keeps all of those as the parent-based ones do
 (with the parent's trace state, and the span's attributes) may say so by a true
 `keeps_children_of_kept_parents`, as tienda_platform.telemetry's QuietSampler does: the
-tracers then record such a child without asking the sampler and building its answer. Its tracers do not
-report the SDK's own span metrics (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED), which nothing
-here reads. What each span records, and what the exporters send, is the SDK's to the byte:
+tracers then record such a child without asking the sampler and building its answer. Its
+tracers do not report the SDK's own span metrics (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED),
+which nothing here reads. What each span records, and what the exporters send, is the SDK's to the byte:
 libs/platform/tests/unit/test_platform_spans.py plays the same scenes through both. LeanSpan
 sets the fields of the SDK's Span and ReadableSpan, whose names are the SDK's own business:
 the SDK's version is pinned in requirements.lock, and those tests fail if an upgrade renames
