@@ -13,8 +13,8 @@
   with metrics and one trace in ten exported over OTLP (to a receiver in a process of its
   own, as a collector is), versus METRICS_ENABLED=false with OTEL_SDK_DISABLED=true, same
   run, bursts taken in turn (target: keeps >= 85%)
-- hot paths: CPU per span to start and end a span with tienda_platform.spans versus the
-  SDK's tracer provider, CPU per span of tienda_platform.otlp's encoding versus the SDK's
+- hot paths: CPU per span to start and end a span, and for a `with start_as_current_span`
+  block, with tienda_platform.spans versus the SDK's tracer provider, CPU per span of tienda_platform.otlp's encoding versus the SDK's
   encoder, and per access-token check of a token seen before (cached) versus a full check
 """
 
@@ -37,7 +37,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tienda_platform.redis_server import EmbeddedRedis
 
 from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
-from tienda_devstack.bench_hot_paths import span_encoding_us, span_recording_us, token_check_us
+from tienda_devstack.bench_hot_paths import (
+    current_span_us,
+    span_encoding_us,
+    span_recording_us,
+    token_check_us,
+)
 from tienda_devstack.bench_orders import OrderRun, run_orders
 from tienda_devstack.loadgen import LoadResult, closed_loop, http_get_worker
 from tienda_devstack.otlp_receiver import OtlpReceiver, SpanCountingReceiver
@@ -387,6 +392,11 @@ def section_hot_paths() -> None:
     sdk, ours = span_recording_us()
     print(
         f"  span start and end    SDK provider{sdk:6.1f} us/span   tienda_platform.spans"
+        f"{ours:6.1f} us/span   ratio {ours / sdk:.2f}"
+    )
+    sdk, ours = current_span_us()
+    print(
+        f"  current span (with)   SDK provider{sdk:6.1f} us/span   tienda_platform.spans"
         f"{ours:6.1f} us/span   ratio {ours / sdk:.2f}"
     )
     sdk, ours = span_encoding_us()

@@ -13,20 +13,28 @@ same methods, same limits) with those costs moved off the common path:
   BoundedAttributes, which from then on validates, truncates and counts drops as usual;
 - the event and link lists are made when the first one is added;
 - the processors are given the span itself when it ends: an ended span refuses changes, as
-  the SDK's copy would.
+  the SDK's copy would;
+- the fields every new span starts with (no status, no events, no links, no end) are read
+  from the class until the span sets its own.
 
 `LeanTracerProvider` is the SDK's `TracerProvider` (sampler, resource, limits, id generator,
 processors, shutdown and flush all its own) whose tracers make `LeanSpan`s. Most spans are
 children of kept spans, and a sampler that keeps all of those as the parent-based ones do
 (with the parent's trace state, and the span's attributes) may say so by a true
 `keeps_children_of_kept_parents`, as tienda_platform.telemetry's QuietSampler does: the
-tracers then record such a child without asking the sampler and building its answer. Its
-tracers do not report the SDK's own span metrics (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED),
-which nothing here reads. What each span records, and what the exporters send, is the SDK's to the byte:
+tracers then record such a child without asking the sampler and building its answer. Their
+`start_as_current_span` gives a `CurrentSpan`: a class that does what the SDK's two nested
+contextlib generators do (start the span, make it current, record an exception, end it),
+without their machinery. Its tracers do not report the SDK's own span metrics
+(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED), which nothing here reads.
+
+What each span records, and what the exporters send, is the SDK's to the byte but for one
+thing: the stack trace of an exception that leaves a `start_as_current_span` block begins
+where the caller raised it, without the two frames of the SDK's generators.
 libs/platform/tests/unit/test_platform_spans.py plays the same scenes through both. LeanSpan
-sets the fields of the SDK's Span and ReadableSpan, whose names are the SDK's own business:
-the SDK's version is pinned in requirements.lock, and those tests fail if an upgrade renames
-one.
+sets the fields of the SDK's Span and ReadableSpan, whose names are the SDK's own business
+(and reads a SpanContext as the tuple it is): the SDK's version is pinned in
+requirements.lock, and those tests fail if an upgrade renames one.
 """
 
 from __future__ import annotations
@@ -51,7 +59,15 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+)
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util import types
 
 _PLAIN = (str, bool, int, float)
@@ -61,10 +77,20 @@ _KEPT_RANDOM = trace_api.TraceFlags(
     trace_api.TraceFlags.SAMPLED | trace_api.TraceFlags.RANDOM_TRACE_ID
 )
 _UNSET = Status(StatusCode.UNSET)
+_SAMPLED_BIT = trace_api.TraceFlags.SAMPLED
+_RANDOM_BIT = trace_api.TraceFlags.RANDOM_TRACE_ID
+_SPAN_ID_MAX = 2**64 - 1
 
 
 class LeanSpan(Span):
     """See the module's docstring. Made by LeanTracer, never directly."""
+
+    # what every new span holds, read from the class until the span sets its own
+    _start_time: int | None = None
+    _end_time: int | None = None
+    _status = _UNSET
+    _events: Any = ()
+    _links: Any = ()
 
     def __init__(
         self,
@@ -90,10 +116,7 @@ class LeanSpan(Span):
         self._instrumentation_info = instrumentation_info
         self._instrumentation_scope = instrumentation_scope
         self._parent = parent
-        self._start_time: int | None = None
-        self._end_time: int | None = None
         self._resource = resource
-        self._status = _UNSET
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self._span_processor = span_processor
@@ -102,8 +125,8 @@ class LeanSpan(Span):
         self._attributes: Any = {}
         if attributes:
             self._set_items(attributes)
-        self._events: Any = ()
-        self._links: Any = self._new_links(links) if links else ()
+        if links:
+            self._links = self._new_links(links)
 
     # attributes
 
@@ -233,43 +256,54 @@ class LeanTracer(Tracer):
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
         links = links or ()
-        current = trace_api.get_current_span(context).get_span_context()
+        current = _span_context_in(context)
         if not self._is_enabled():
             return trace_api.NonRecordingSpan(context=current)
-        parent = current if current.is_valid else None
+        # a SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
+        # is_valid), read at once rather than through a property each
+        trace_id, _, _, parent_flags, trace_state, parent_valid = current
+        parent = current if parent_valid else None
         sampler: Any = self.sampler
         if (
-            parent is not None
-            and parent.trace_flags.sampled
+            parent_valid
+            and parent_flags & _SAMPLED_BIT
             and getattr(sampler, "keeps_children_of_kept_parents", False)
         ):
             # the sampler says it records and samples every child of a kept parent, with the
             # parent's trace state and the span's attributes, as the parent-based ones do
-            trace_id = parent.trace_id
-            flags = _KEPT_RANDOM if parent.trace_flags.random_trace_id else _SAMPLED
-            trace_state = parent.trace_state
+            span_id = self.id_generator.generate_span_id()
+            # what SpanContext() makes, without checking the parent's valid trace id again
+            span_context = tuple.__new__(
+                SpanContext,
+                (
+                    trace_id,
+                    span_id,
+                    False,
+                    _KEPT_RANDOM if parent_flags & _RANDOM_BIT else _SAMPLED,
+                    trace_state,
+                    0 < span_id <= _SPAN_ID_MAX,
+                ),
+            )
             recording = True
         else:
             if parent is None:
                 trace_id = self.id_generator.generate_trace_id()
                 random_trace_id = self.id_generator.is_trace_id_random()
             else:
-                trace_id = parent.trace_id
-                random_trace_id = parent.trace_flags.random_trace_id
+                random_trace_id = parent_flags.random_trace_id
             sampling = sampler.should_sample(context, trace_id, name, kind, attributes, links)
             flags = _SAMPLED if sampling.decision.is_sampled() else _UNSAMPLED
             if random_trace_id:
                 flags = trace_api.TraceFlags(flags | trace_api.TraceFlags.RANDOM_TRACE_ID)
-            trace_state = sampling.trace_state
             attributes = sampling.attributes
             recording = sampling.decision.is_recording()
-        span_context = SpanContext(
-            trace_id,
-            self.id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=flags,
-            trace_state=trace_state,
-        )
+            span_context = SpanContext(
+                trace_id,
+                self.id_generator.generate_span_id(),
+                is_remote=False,
+                trace_flags=flags,
+                trace_state=sampling.trace_state,
+            )
         if not recording:
             return trace_api.NonRecordingSpan(context=span_context)
         span = LeanSpan(
@@ -292,6 +326,87 @@ class LeanTracer(Tracer):
         self.span_processor.on_start(span, parent_context=context)
         return span
 
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[trace_api.Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> CurrentSpan:
+        return CurrentSpan(
+            self,
+            (
+                name,
+                context,
+                kind,
+                attributes,
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            ),
+            end_on_exit,
+        )
+
+
+def _span_context_in(context: context_api.Context | None) -> SpanContext:
+    """trace_api.get_current_span(context).get_span_context(), in one call for the spans
+    made here."""
+    span = (context_api.get_current() if context is None else context).get(_SPAN_KEY)
+    if type(span) is LeanSpan or type(span) is NonRecordingSpan:
+        return span._context  # type: ignore[return-value]
+    if span is None or not isinstance(span, trace_api.Span):
+        return INVALID_SPAN_CONTEXT
+    return span.get_span_context()
+
+
+class CurrentSpan:
+    """What the SDK's `start_as_current_span` gives, as a class: on entering, a new span,
+    made current; on leaving, the previous context back, an exception (but not a
+    BaseException such as a cancellation) recorded on the span and its status set to ERROR
+    as asked, and the span ended. The SDK writes it as two nested generators driven by
+    contextlib, which cost about as much as recording the span. As the SDK's, it may
+    decorate a function instead."""
+
+    __slots__ = ("_arguments", "_end_on_exit", "_span", "_token", "_tracer")
+
+    def __init__(self, tracer: LeanTracer, arguments: tuple[Any, ...], end_on_exit: bool) -> None:
+        self._tracer = tracer
+        self._arguments = arguments  # start_span's, in its order
+        self._end_on_exit = end_on_exit
+
+    def __enter__(self) -> trace_api.Span:
+        span = self._tracer.start_span(*self._arguments)
+        self._span = span
+        self._token = context_api.attach(context_api.set_value(_SPAN_KEY, span))
+        return span
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        span = self._span
+        try:
+            context_api.detach(self._token)
+            if isinstance(error, Exception) and span.is_recording():
+                *_, record_exception, set_status_on_exception = self._arguments
+                if record_exception:
+                    span.record_exception(error)
+                if set_status_on_exception:
+                    span.set_status(
+                        Status(StatusCode.ERROR, description=f"{type(error).__name__}: {error}")
+                    )
+        finally:
+            if self._end_on_exit:
+                span.end()
+
+    def __call__(self, function: Any) -> Any:
+        """As a decorator: the SDK's context manager does that (a span per call)."""
+        sdk_context_manager: Any = Tracer.start_as_current_span
+        return sdk_context_manager(self._tracer, *self._arguments, self._end_on_exit)(function)
+
 
 class LeanTracerProvider(TracerProvider):
     """The SDK's TracerProvider, whose tracers are LeanTracers."""
@@ -304,4 +419,4 @@ class LeanTracerProvider(TracerProvider):
         return tracer
 
 
-__all__ = ["LeanSpan", "LeanTracer", "LeanTracerProvider"]
+__all__ = ["CurrentSpan", "LeanSpan", "LeanTracer", "LeanTracerProvider"]

@@ -494,8 +494,18 @@ def set_span_attributes(**attributes: str) -> None:
         span.set_attributes({k.replace("_", "."): v for k, v in attributes.items() if v})
 
 
-tracer = trace.get_tracer("tienda")
-_sql_tracer = trace.get_tracer("tienda.sql")
+class _Tracer(trace.ProxyTracer):
+    """The tracer `trace.get_tracer` gives before the provider is set: it finds the
+    provider's own tracer at first use. Its start_as_current_span hands over that tracer's
+    context manager, where the ProxyTracer's wraps it in a generator of its own (for
+    nothing but a few microseconds a span)."""
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tracer.start_as_current_span(*args, **kwargs)
+
+
+tracer = _Tracer("tienda")
+_sql_tracer = _Tracer("tienda.sql")
 
 
 def current_traceparent() -> str:

@@ -3,6 +3,8 @@ scenes, played through each, export the same OTLP message (times aside)."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Callable
 
 import pytest
@@ -128,6 +130,27 @@ def exceptions(tracer: trace.Tracer) -> None:
     span.end()
 
 
+def current_spans(tracer: trace.Tracer) -> None:
+    # as a decorator, a span per call; kept open past its block; left by a BaseException,
+    # which is neither recorded nor an error; the context before each block restored after it
+    @tracer.start_as_current_span("decorated", attributes={"order.id": "0190"})
+    def decorated(number: int) -> int:
+        tracer.start_span(f"inside {number}").end()
+        return number
+
+    assert [decorated(1), decorated(2)] == [1, 2]
+    with tracer.start_as_current_span("outer", kind=SpanKind.SERVER) as outer:
+        with tracer.start_as_current_span("kept open", end_on_exit=False) as kept_open:
+            assert trace.get_current_span() is kept_open
+        assert trace.get_current_span() is outer
+        with pytest.raises(asyncio.CancelledError), tracer.start_as_current_span("cancelled"):
+            raise asyncio.CancelledError
+        assert trace.get_current_span() is outer
+        kept_open.set_attribute("late", True)
+        kept_open.end()
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
 def changes_after_the_end(tracer: trace.Tracer) -> None:
     span = tracer.start_span("ended", attributes={"a": 1})
     span.end()
@@ -167,6 +190,7 @@ SCENES: list[Scene] = [
     values_the_sdk_cleans,
     events_links_and_statuses,
     exceptions,
+    current_spans,
     changes_after_the_end,
     sampled_out,
 ]
@@ -201,9 +225,24 @@ def recorded(
         provider.shutdown()
 
 
+# a frame of a stack trace, as traceback formats it: its "File" line and its source line
+_FRAME = re.compile(r'  File "(?P<file>[^"]+)", line \d+, in \S+\n(?:    .*\n)?')
+
+
+def without_sdk_frames(stacktrace: str) -> str:
+    """A stack trace without the frames of OpenTelemetry's own code. An exception leaving
+    the SDK's start_as_current_span passes through its two generators (start_as_current_span
+    and use_span), which then head the stack trace it records; LeanTracer's context manager
+    is a class, and its stack traces begin where the caller's code raised."""
+    return _FRAME.sub(
+        lambda frame: "" if "/opentelemetry/" in frame["file"] else frame[0], stacktrace
+    )
+
+
 def timeless(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
     """The OTLP message the SDK's encoder builds, with the times not given by the scene
-    left out (the two runs take them at different moments)."""
+    left out (the two runs take them at different moments), and the stack traces without
+    OpenTelemetry's frames (see without_sdk_frames)."""
     message = encode_spans(spans)
     for resource in message.resource_spans:
         for scope in resource.scope_spans:
@@ -213,6 +252,10 @@ def timeless(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
                 for event in span.events:
                     if event.name == "exception" and event.time_unix_nano > 10_000:
                         event.time_unix_nano = 0
+                    for attribute in event.attributes:
+                        if attribute.key == "exception.stacktrace":
+                            value = attribute.value.string_value
+                            attribute.value.string_value = without_sdk_frames(value)
     return message
 
 
@@ -236,6 +279,33 @@ def test_a_scene_records_what_the_sdk_records(scene: Scene, sampler: Callable[[]
     assert timeless(lean) == timeless(sdk)
     # the project's own encoder reads LeanSpans as it reads the SDK's
     assert ExportTraceServiceRequest.FromString(SpanEncoder().request(lean)) == encode_spans(lean)
+
+
+def test_an_exception_leaving_a_current_span_is_recorded_from_where_it_was_raised() -> None:
+    sdk = recorded(TracerProvider, exceptions)
+    lean = recorded(LeanTracerProvider, exceptions)
+    stacktraces = [
+        [str((event.attributes or {})["exception.stacktrace"]) for event in span.events]
+        for span in (sdk[0], lean[0])
+    ]
+    (sdk_trace,), (lean_trace,) = stacktraces
+    assert "/opentelemetry/" in sdk_trace  # the SDK's generators come first
+    frames = _FRAME.findall(lean_trace)
+    assert frames == [__file__]  # the scene's own frame only
+    assert lean_trace == without_sdk_frames(sdk_trace)
+    assert lean_trace.endswith('raise ValueError("declined")\nValueError: declined\n')
+    # the rest as the SDK records it: the exception's type and message, an ERROR status
+    assert dict(lean[0].events[0].attributes or {}) | {"exception.stacktrace": ""} == dict(
+        sdk[0].events[0].attributes or {}
+    ) | {"exception.stacktrace": ""}
+    assert lean[0].status.status_code is StatusCode.ERROR
+    assert lean[0].status.description == "ValueError: declined"
+    # the span that asked for neither records neither
+    assert (lean[1].name, lean[1].events, lean[1].status.status_code) == (
+        "quiet",
+        (),
+        StatusCode.UNSET,
+    )
 
 
 def test_the_values_the_sdk_cleans_are_cleaned_the_same() -> None:

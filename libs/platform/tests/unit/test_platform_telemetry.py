@@ -162,8 +162,9 @@ def test_configure_tracing_records_spans_only_with_an_exporter(
     endpoint: str, recording: bool
 ) -> None:
     """Without OTEL_EXPORTER_OTLP_ENDPOINT nothing would receive spans: none is recorded, but
-    spans still get ids; with it, spans are recorded as LeanSpans. (A process of its own: the
-    tracer provider is set once per process.)"""
+    spans still get ids; with it, spans are recorded as LeanSpans. Either way `telemetry.tracer`
+    hands over the provider's own `start_as_current_span` context manager. (A process of its
+    own: the tracer provider is set once per process.)"""
     script = """
 from opentelemetry import trace
 from tienda_platform import telemetry
@@ -172,6 +173,8 @@ with telemetry.tracer.start_as_current_span("request") as span:
     context = span.get_span_context()
     recording = trace.get_tracer_provider().sampler.recording
     print(recording, span.is_recording(), context.is_valid, type(span).__name__)
+# the provider's own context manager, not wrapped in a proxy's generator
+print(type(telemetry.tracer.start_as_current_span("next")).__name__)
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
@@ -182,7 +185,7 @@ with telemetry.tracer.start_as_current_span("request") as span:
     )
     assert done.returncode == 0, done.stderr
     kind = "LeanSpan" if recording else "NonRecordingSpan"  # see tienda_platform.spans
-    assert done.stdout.split() == [str(recording), str(recording), "True", kind]
+    assert done.stdout.split() == [str(recording), str(recording), "True", kind, "CurrentSpan"]
     if not endpoint:  # nothing exported, and nothing said about it either
         assert done.stderr == ""
 
