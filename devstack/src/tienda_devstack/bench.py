@@ -14,8 +14,9 @@
   own, as a collector is), versus METRICS_ENABLED=false with OTEL_SDK_DISABLED=true, same
   run, bursts taken in turn (target: keeps >= 85%)
 - hot paths: CPU per span to start and end a span, and for a `with start_as_current_span`
-  block, with tienda_platform.spans versus the SDK's tracer provider, CPU per span of tienda_platform.otlp's encoding versus the SDK's
-  encoder, and per access-token check of a token seen before (cached) versus a full check
+  block, with tienda_platform.spans versus the SDK's tracer provider; CPU per span of
+  tienda_platform.otlp's encoding versus the SDK's encoder; and per access-token check of a
+  token seen before (cached) versus a full check
 """
 
 from __future__ import annotations
