@@ -111,13 +111,45 @@ def _trace_statements_and_commands() -> None:
     if _statements_traced:
         return
     _statements_traced = True
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-
-    RedisInstrumentor().instrument()
-    trace_redis_only_in_sampled_traces()
+    instrument_redis()
     for engine in list(_untraced_engines):
         StatementTracer(engine)
     _untraced_engines.clear()
+
+
+def instrument_redis(tracer_provider: trace.TracerProvider | None = None) -> None:
+    """The OpenTelemetry Redis instrumentation, with pipelines named as batches
+    (name_redis_batches) and commands outside sampled traces left out
+    (trace_redis_only_in_sampled_traces); on the global tracer provider unless given one."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    RedisInstrumentor().instrument(
+        tracer_provider=tracer_provider, response_hook=name_redis_batches
+    )
+    trace_redis_only_in_sampled_traces()
+
+
+def name_redis_batches(span: trace.Span, instance: Any, _response: Any) -> None:
+    """Name a pipeline's span as the database semantic conventions name a batch operation:
+    `BATCH XADD` when all its commands are one (the outbox relay's), `BATCH` otherwise; a
+    pipeline of one command keeps that command's name. The Redis instrumentation names it
+    after every command in it (`XADD XADD XADD ...`): a new name for every batch length in
+    Jaeger's list of operations, and a name as long as the batch. Its length stays in
+    `db.redis.pipeline_length`. (The instrumentation's response hook, called after each
+    command and pipeline while its span is current.)"""
+    from redis.asyncio.client import Pipeline as AsyncPipeline
+    from redis.client import Pipeline
+
+    if not isinstance(instance, (AsyncPipeline, Pipeline)) or not span.is_recording():
+        return
+    name: str = getattr(span, "name", "")
+    length = (getattr(span, "attributes", None) or {}).get("db.redis.pipeline_length")
+    if not isinstance(length, int) or length < 2:
+        return
+    commands = name.split(" ")
+    # a multi-word command (CLIENT SETINFO) makes more words than commands: a mixed batch
+    same = len(commands) == length and all(command == commands[0] for command in commands)
+    span.update_name(f"BATCH {commands[0]}" if same else "BATCH")
 
 
 def trace_redis_only_in_sampled_traces() -> None:

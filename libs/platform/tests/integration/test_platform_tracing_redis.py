@@ -22,7 +22,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace import SpanKind
 from tienda_platform.messaging import EventTelemetryMiddleware
-from tienda_platform.telemetry import QuietSampler, trace_redis_only_in_sampled_traces
+from tienda_platform.telemetry import (
+    QuietSampler,
+    instrument_redis,
+    trace_redis_only_in_sampled_traces,
+)
 from wrapt import FunctionWrapper
 
 pytestmark = pytest.mark.integration
@@ -59,9 +63,8 @@ def traced_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[InMemorySpan
             method = method.__wrapped__
         setattr(cls, name, method)
     instrumentor._is_instrumented_by_opentelemetry = False
-    instrumentor.instrument(tracer_provider=provider)
     try:
-        trace_redis_only_in_sampled_traces()
+        instrument_redis(provider)  # as the services install it
         trace_redis_only_in_sampled_traces()  # idempotent: one layer, not two
         yield exporter, formatted
     finally:
@@ -86,14 +89,26 @@ async def test_redis_commands_are_traced_in_sampled_traces_only(
             async with client.pipeline() as pipeline:
                 pipeline.get("tienda:test:traced").incr("tienda:test:counter")
                 assert await pipeline.execute() == [b"1", 1]
-        await client.delete("tienda:test:traced", "tienda:test:counter")
+            # the outbox relay's round trip: a batch of XADDs, whatever its length
+            for length in (3, 1):
+                async with client.pipeline(transaction=False) as pipeline:
+                    for number in range(length):
+                        pipeline.xadd("tienda:test:stream", {"n": number})
+                    await pipeline.execute()
+        await client.delete("tienda:test:traced", "tienda:test:counter", "tienda:test:stream")
     finally:
         await client.aclose()
 
     spans = exporter.get_finished_spans()
-    assert [(s.name, s.attributes["db.statement"]) for s in spans] == [
+    # a pipeline is named as a batch (one command's name, when that is all it holds)
+    assert [(s.name, s.attributes["db.redis.pipeline_length"]) for s in spans[1:]] == [
+        ("BATCH", 2),
+        ("BATCH XADD", 3),
+        ("XADD", 1),
+    ]
+    assert [(s.name, s.attributes["db.statement"]) for s in spans[:2]] == [
         ("GET", "GET ?"),
-        ("GET INCRBY", "GET ?\nINCRBY ? ?"),
+        ("BATCH", "GET ?\nINCRBY ? ?"),
     ]
     assert all(s.attributes["db.system"] == "redis" for s in spans)
     # the commands outside a sampled trace never reached the instrumentation

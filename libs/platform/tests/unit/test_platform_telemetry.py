@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import redis.asyncio as redis
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import TracerProvider
@@ -15,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
-from tienda_platform.telemetry import QuietSampler, configured_sampler
+from tienda_platform.telemetry import QuietSampler, configured_sampler, name_redis_batches
 
 pytestmark = pytest.mark.unit
 
@@ -339,3 +340,25 @@ def test_under_a_kept_parent_the_decision_is_the_standard_samplers(
                 assert got.decision == want.decision, (flags, remote, kind)
                 assert dict(got.attributes) == dict(want.attributes)
                 assert got.trace_state == want.trace_state
+
+
+@pytest.mark.parametrize(
+    ("name", "length", "named"),
+    [
+        ("XADD XADD XADD", 3, "BATCH XADD"),  # the outbox relay's round trip
+        ("GET INCRBY", 2, "BATCH"),
+        ("CLIENT SETINFO XADD", 2, "BATCH"),  # a command of two words: still mixed
+        ("XADD", 1, "XADD"),  # one command is not a batch
+    ],
+)
+def test_a_redis_pipeline_is_named_as_a_batch(name: str, length: int, named: str) -> None:
+    provider = TracerProvider()
+    client = redis.Redis()  # nothing is sent: a pipeline connects when it executes
+    span = provider.get_tracer("t").start_span(
+        name, kind=SpanKind.CLIENT, attributes={"db.redis.pipeline_length": length}
+    )
+    name_redis_batches(span, client.pipeline(), [])
+    assert span.name == named  # type: ignore[attr-defined]
+    single = provider.get_tracer("t").start_span("XADD XADD")
+    name_redis_batches(single, client, [])  # a command of the client, not of a pipeline
+    assert single.name == "XADD XADD"  # type: ignore[attr-defined]
