@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
@@ -39,6 +39,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.client import Pipeline
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 
@@ -137,19 +139,18 @@ def name_redis_batches(span: trace.Span, instance: Any, _response: Any) -> None:
     Jaeger's list of operations, and a name as long as the batch. Its length stays in
     `db.redis.pipeline_length`. (The instrumentation's response hook, called after each
     command and pipeline while its span is current.)"""
-    from redis.asyncio.client import Pipeline as AsyncPipeline
-    from redis.client import Pipeline
-
-    if not isinstance(instance, (AsyncPipeline, Pipeline)) or not span.is_recording():
-        return
-    name: str = getattr(span, "name", "")
-    length = (getattr(span, "attributes", None) or {}).get("db.redis.pipeline_length")
+    if not isinstance(instance, _PIPELINES) or not isinstance(span, ReadableSpan):
+        return  # a command of the client, or a span that is not recorded
+    length = (span.attributes or {}).get("db.redis.pipeline_length")
     if not isinstance(length, int) or length < 2:
         return
-    commands = name.split(" ")
+    commands = span.name.split(" ")
     # a multi-word command (CLIENT SETINFO) makes more words than commands: a mixed batch
-    same = len(commands) == length and all(command == commands[0] for command in commands)
+    same = len(commands) == length and len(set(commands)) == 1
     span.update_name(f"BATCH {commands[0]}" if same else "BATCH")
+
+
+_PIPELINES = (AsyncPipeline, Pipeline)
 
 
 def trace_redis_only_in_sampled_traces() -> None:
