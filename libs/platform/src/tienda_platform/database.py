@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -191,6 +191,9 @@ def session_factory(
     )
 
 
+MIGRATIONS_LOCK_KEY = advisory_lock_key("tienda_platform.database.migrate")
+
+
 def alembic_config(migrations_dir: Path, url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
@@ -199,7 +202,9 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
 
 
 async def migrate(migrations_dir: Path, url: str) -> None:
-    """Upgrade the database to the newest revision (run in a thread: Alembic is synchronous)."""
+    """Upgrade the database to the newest revision (run in a thread: Alembic is synchronous).
+    On PostgreSQL, replicas that start at once upgrade one after the other (an advisory lock
+    held by the upgrade's transaction)."""
     if is_sqlite(url) and (database := make_url(url).database) and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(command.upgrade, alembic_config(migrations_dir, url), "head")
@@ -224,6 +229,13 @@ def run_migrations_in_env(target_metadata: Any) -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Replicas that start together take turns: the first upgrades (in one
+                # transaction: PostgreSQL's DDL is transactional), the others then find the
+                # schema at head. Without the lock they would all create the same tables.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATIONS_LOCK_KEY}
+                )
             context.run_migrations()
 
     async def run() -> None:

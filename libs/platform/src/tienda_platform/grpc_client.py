@@ -76,6 +76,9 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
 _SERVICE_CONFIG = json.dumps(
     {
+        # every address the target resolves to, in turn (gRPC's default, pick_first, sends
+        # every call of a channel to the first address that answers: one replica of many)
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -87,14 +90,21 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 
 
 def create_channel(target: str) -> grpc.aio.Channel:
     """An insecure channel (TLS terminates at the mesh or the gateway) with transparent
-    retries of calls that never reached a server."""
+    retries of calls that never reached a server, spread round robin over the replicas.
+
+    target: `host:port`, whose name may resolve to several addresses (`dns:///host:port`
+    says so explicitly: a Kubernetes headless Service gives one per ready pod), or a list,
+    `ipv4:10.0.0.5:50053,10.0.0.6:50053`. Calls go to the ready addresses in turn; one that
+    stops (a replica drained on SIGTERM) takes none until it answers again. The name is
+    resolved again whenever a connection closes, which each server does after
+    MAX_CONNECTION_AGE (tienda_platform.grpc_server), so new replicas get calls too."""
     return grpc.aio.insecure_channel(
         target,
         interceptors=[

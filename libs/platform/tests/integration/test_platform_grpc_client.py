@@ -89,3 +89,57 @@ async def test_a_call_that_never_reached_a_server_is_counted_unavailable() -> No
             )
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert handled("UNAVAILABLE") == before + 1
+
+
+class CountingHealth(health.aio.HealthServicer):
+    """A replica: counts the checks it answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = 0
+
+    async def Check(self, request, context):  # type: ignore[no-untyped-def]
+        self.answered += 1
+        return await super().Check(request, context)
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[list[tuple[grpc.aio.Server, CountingHealth, int]]]:
+    """Two servers of the same service, as two replicas behind one target."""
+    started = []
+    for _ in range(2):
+        server, servicer = grpc.aio.server(), CountingHealth()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        started.append((server, servicer, port))
+    try:
+        yield started
+    finally:
+        for server, _, _ in started:
+            await server.stop(grace=None)
+
+
+async def test_calls_are_spread_over_every_replica_and_avoid_one_that_stopped(
+    replicas: list[tuple[grpc.aio.Server, CountingHealth, int]],
+) -> None:
+    (first, first_counts, first_port), (_, second_counts, second_port) = replicas
+    target = f"ipv4:127.0.0.1:{first_port},127.0.0.1:{second_port}"
+    async with create_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        # gRPC's default policy (pick_first) would send every call to the first replica
+        for _ in range(200):
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            if first_counts.answered and second_counts.answered:
+                break
+        assert first_counts.answered and second_counts.answered, (
+            first_counts.answered,
+            second_counts.answered,
+        )
+        # a replica drained (as on SIGTERM): every later call is answered by the other
+        await first.stop(grace=1)
+        answered = second_counts.answered
+        for _ in range(20):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert second_counts.answered == answered + 20

@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 from tienda_platform.auth import current_principal
 from tienda_platform.errors import InvalidArgument, NotFound
+from tienda_platform.grpc_client import create_channel
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig, run_until_signalled
 from tienda_platform.runtime import GC_THRESHOLDS
 from tienda_platform.testing import TokenMint
@@ -103,6 +104,52 @@ async def test_shutdown_reports_not_serving_before_the_server_stops(
     stopping = asyncio.create_task(server.stop())
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
     await stopping
+
+
+class PeerRecorder(auth_pb2_grpc.AuthServiceServicer):
+    """Records the client address (its connection) of each GetJwks."""
+
+    def __init__(self) -> None:
+        self.peers: list[str] = []
+
+    async def GetJwks(self, request, context):  # type: ignore[no-untyped-def]
+        self.peers.append(context.peer())
+        return auth_pb2.Jwks()
+
+
+async def test_a_connection_is_closed_at_its_maximum_age_and_calls_carry_on(
+    token_mint: TokenMint,
+) -> None:
+    """So that a client resolves its target again and finds replicas started since."""
+    recorder = PeerRecorder()
+    server = GrpcServer(
+        services=[
+            GrpcService(
+                SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(recorder, s)
+            )
+        ],
+        config=ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            metrics_port=None,
+            grace_seconds=1,
+            max_connection_age_seconds=0.5,
+        ),
+        verifier=token_mint.verifier(),
+        public_methods=frozenset({f"/{SERVICE}/GetJwks"}),
+    )
+    await server.start()
+    try:
+        async with create_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            deadline = asyncio.get_running_loop().time() + 15
+            # every call succeeds, over a second connection once the first one aged out
+            while len(set(recorder.peers)) < 2:
+                assert asyncio.get_running_loop().time() < deadline, set(recorder.peers)
+                await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=5)
+                await asyncio.sleep(0.05)
+    finally:
+        await server.stop()
 
 
 async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
