@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tienda_platform.redis_server import EmbeddedRedis, free_port
 
 SERVICES = ("auth_service", "product_service", "order_service", "gateway")
@@ -106,6 +108,9 @@ class Stack:
     log_to_files: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: EmbeddedRedis | None = None
+    # more than one process of a gRPC service: {"order_service": 2} starts order_service and
+    # order_service-2 (on ports of its own); the others' targets list every replica
+    replicas: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -113,6 +118,15 @@ class Stack:
         self.admin = AdminLogin.for_data_dir(self.data_dir, settings)
         self.service_secret = stored_secret(self.data_dir / "service-client-secret")
         self.redis_url = settings.get("REDIS_URL", "")
+        # the extra replicas: process name -> (service, gRPC port, metrics port)
+        self.extra_replicas: dict[str, tuple[str, int, int]] = {}
+        taken = list(astuple(self.ports))
+        for service, count in self.replicas.items():
+            for number in range(2, count + 1):
+                grpc_port = free_port(avoid=taken)
+                metrics_port = free_port(avoid=[*taken, grpc_port])
+                taken += [grpc_port, metrics_port]
+                self.extra_replicas[f"{service}-{number}"] = (service, grpc_port, metrics_port)
 
     @property
     def gateway_url(self) -> str:
@@ -130,9 +144,9 @@ class Stack:
             "AUTH_METRICS_PORT": str(p.auth_metrics),
             "PRODUCT_METRICS_PORT": str(p.product_metrics),
             "ORDER_METRICS_PORT": str(p.order_metrics),
-            "AUTH_GRPC_TARGET": f"127.0.0.1:{p.auth}",
-            "PRODUCT_GRPC_TARGET": f"127.0.0.1:{p.product}",
-            "ORDER_GRPC_TARGET": f"127.0.0.1:{p.order}",
+            "AUTH_GRPC_TARGET": self.grpc_target("auth_service"),
+            "PRODUCT_GRPC_TARGET": self.grpc_target("product_service"),
+            "ORDER_GRPC_TARGET": self.grpc_target("order_service"),
             "BOOTSTRAP_ADMIN_EMAIL": self.admin.email,
             "BOOTSTRAP_ADMIN_PASSWORD": self.admin.password,
             "PRODUCT_SEED_DEMO": "true",
@@ -148,22 +162,53 @@ class Stack:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
 
+    def grpc_ports(self, service: str) -> list[int]:
+        """The gRPC port of each replica of a service."""
+        extra = [port for of, port, _ in self.extra_replicas.values() if of == service]
+        return [self.ports.grpc_port(service), *extra]
+
+    def grpc_target(self, service: str) -> str:
+        """The target a client dials: the service's one address, or the list of its
+        replicas' (each call goes to the next, see tienda_platform.grpc_client)."""
+        ports = self.grpc_ports(service)
+        if len(ports) == 1:
+            return f"127.0.0.1:{ports[0]}"
+        return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+
     def log_path(self, service: str) -> Path:
         return self.data_dir / "logs" / f"{service}.log"
 
     def start(self, services: tuple[str, ...] = SERVICES) -> None:
-        """Start the given processes (all by default) without waiting for them."""
+        """Start the given processes (all by default, and their extra replicas) without
+        waiting for them. A name may be a replica's (order_service-2)."""
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if not self.redis_url:
             # not on a port the services are about to bind
-            self.redis = EmbeddedRedis(self.data_dir / "redis").start(avoid=astuple(self.ports))
+            taken = (
+                *astuple(self.ports),
+                *(p for r in self.extra_replicas.values() for p in r[1:]),
+            )
+            self.redis = EmbeddedRedis(self.data_dir / "redis").start(avoid=taken)
             self.redis_url = self.redis.url
         env = self.child_env()
+        names: list[str] = []
         for service in services:
-            out = self.log_path(service).open("ab") if self.log_to_files else None
-            self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", service],
-                env=env,
+            names.append(service)
+            if service not in self.extra_replicas:  # a service: its extra replicas too
+                names += [name for name, (of, *_) in self.extra_replicas.items() if of == service]
+        for name in names:
+            module, overrides = name, {}
+            if name in self.extra_replicas:
+                module, grpc_port, metrics_port = self.extra_replicas[name]
+                prefix = module.removesuffix("_service").upper()
+                overrides = {
+                    f"{prefix}_GRPC_PORT": str(grpc_port),
+                    f"{prefix}_METRICS_PORT": str(metrics_port),
+                }
+            out = self.log_path(name).open("ab") if self.log_to_files else None
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env=env | overrides,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
@@ -172,14 +217,17 @@ class Stack:
                 out.close()
 
     def wait_ready(self, timeout: float = 30.0) -> float:
-        """Block until the gateway reports every service SERVING; returns the seconds waited."""
+        """Block until the gateway reports every service SERVING, and every extra replica
+        does too; returns the seconds waited."""
         started = time.monotonic()
         deadline = started + timeout
         with httpx.Client(timeout=2.0) as client:
             while True:
                 self.raise_if_exited()
                 with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.gateway_url}/readyz").status_code == 200:
+                    if client.get(f"{self.gateway_url}/readyz").status_code == 200 and all(
+                        _serving(port) for _, port, _ in self.extra_replicas.values()
+                    ):
                         return time.monotonic() - started
                 if time.monotonic() > deadline:
                     raise TimeoutError(
@@ -237,6 +285,18 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _serving(port: int) -> bool:
+    """Whether the gRPC server on this loopback port reports SERVING."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def resident_memory_bytes(pids: list[int]) -> tuple[int, int]:
