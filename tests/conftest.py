@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,11 +62,13 @@ def stack(
         yield running
 
 
-@pytest.fixture(params=["orchestration", "choreography"])
-def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    """tienda on PostgreSQL (fresh databases on the server of TIENDA_TEST_POSTGRES_URL, one
-    per service), in each saga mode in turn; for the tests that do to it what the session's
-    stack must not suffer, or that are about PostgreSQL."""
+@contextlib.contextmanager
+def on_postgresql(
+    tmp_path: Path, saga_mode: str, replicas: dict[str, int] | None = None
+) -> Iterator[Stack]:
+    """tienda on fresh PostgreSQL databases (one per service, on the server of
+    TIENDA_TEST_POSTGRES_URL), in a saga mode, with `replicas` of its services; the
+    databases are dropped after."""
     server = postgres_server_url()
     if server is None:
         pytest.skip("TIENDA_TEST_POSTGRES_URL is not set; .ci/run sets it")
@@ -76,14 +79,32 @@ def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     env = databases | {
         "TIENDA_ENV": "test",
         "PAYMENT_TIMEOUT_SECONDS": "1",
-        "ORDER_SAGA_MODE": request.param,
+        "ORDER_SAGA_MODE": saga_mode,
     }
     try:
-        with Stack(data_dir=tmp_path, ports=Ports.free(), env=env) as stack:
+        with Stack(
+            data_dir=tmp_path, ports=Ports.free(), env=env, replicas=replicas or {}
+        ) as stack:
             yield stack
     finally:
         for url in databases.values():
             asyncio.run(drop_postgres_database(url))
+
+
+@pytest.fixture(params=["orchestration", "choreography"])
+def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """tienda on PostgreSQL, in each saga mode in turn; for the tests that do to it what the
+    session's stack must not suffer, or that are about PostgreSQL."""
+    with on_postgresql(tmp_path, request.param) as stack:
+        yield stack
+
+
+@pytest.fixture(params=["orchestration", "choreography"])
+def replicated_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """tienda on PostgreSQL with two replicas of each gRPC service, in each saga mode."""
+    replicas = {"auth_service": 2, "product_service": 2, "order_service": 2}
+    with on_postgresql(tmp_path, request.param, replicas) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

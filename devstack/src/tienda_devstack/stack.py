@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tienda_platform.redis_server import EmbeddedRedis, free_port
 
 SERVICES = ("auth_service", "product_service", "order_service", "gateway")
+GRPC_SERVICES = SERVICES[:3]
 DEFAULT_ADMIN_EMAIL = "admin@tienda.local"
 
 
@@ -122,6 +123,13 @@ class Stack:
         self.extra_replicas: dict[str, tuple[str, int, int]] = {}
         taken = list(astuple(self.ports))
         for service, count in self.replicas.items():
+            if service not in GRPC_SERVICES:
+                raise ValueError(f"replicas of {service}: only {', '.join(GRPC_SERVICES)} have")
+            database = f"{service.removesuffix('_service').upper()}_DATABASE_URL"
+            if count > 1 and not settings.get(database, "").startswith("postgresql"):
+                raise ValueError(
+                    f"replicas of {service} share a PostgreSQL database: set {database}"
+                )
             for number in range(2, count + 1):
                 grpc_port = free_port(avoid=taken)
                 metrics_port = free_port(avoid=[*taken, grpc_port])
@@ -196,6 +204,7 @@ class Stack:
             names.append(service)
             if service not in self.extra_replicas:  # a service: its extra replicas too
                 names += [name for name, (of, *_) in self.extra_replicas.items() if of == service]
+        names = [name for name in names if name not in self.processes]  # running already
         for name in names:
             module, overrides = name, {}
             if name in self.extra_replicas:
@@ -217,8 +226,14 @@ class Stack:
                 out.close()
 
     def wait_ready(self, timeout: float = 30.0) -> float:
-        """Block until the gateway reports every service SERVING, and every extra replica
-        does too; returns the seconds waited."""
+        """Block until the gateway reports every service SERVING, and each replica of a
+        service that has several does too (the gateway asks one); returns the seconds
+        waited."""
+        replica_ports = [
+            port
+            for service in {of for of, _, _ in self.extra_replicas.values()}
+            for port in self.grpc_ports(service)
+        ]
         started = time.monotonic()
         deadline = started + timeout
         with httpx.Client(timeout=2.0) as client:
@@ -226,7 +241,7 @@ class Stack:
                 self.raise_if_exited()
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.gateway_url}/readyz").status_code == 200 and all(
-                        _serving(port) for _, port, _ in self.extra_replicas.values()
+                        _serving(port) for port in replica_ports
                     ):
                         return time.monotonic() - started
                 if time.monotonic() > deadline:

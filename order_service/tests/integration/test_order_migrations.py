@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -83,13 +82,13 @@ async def test_migrating_twice_is_harmless_and_downgrade_removes_everything(
     assert await schema_diff(database_url) == []
 
 
-# A replica starting: everything imported, then the upgrade at the agreed moment.
+# A replica starting: everything imported, it says so, and upgrades when told to.
 _REPLICA = """
-import asyncio, sys, time
+import asyncio, sys
 from order_service.bootstrap import MIGRATIONS_DIR
 from tienda_platform.database import migrate
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()
 asyncio.run(migrate(MIGRATIONS_DIR, sys.argv[1]))
 """
 
@@ -97,28 +96,31 @@ asyncio.run(migrate(MIGRATIONS_DIR, sys.argv[1]))
 @pytest.mark.postgres
 async def test_replicas_that_start_together_on_postgresql_migrate_one_after_the_other() -> None:
     """Four processes upgrade one empty database at the same moment, as the replicas of a
-    Deployment do: all succeed, and the schema is the models' (without the migrations' lock
-    all but one fail on tables and types another just created)."""
+    Deployment do: all succeed, and the schema is the models' (without the migrations' lock,
+    replicas fail on the tables and types another has just created)."""
     server = postgres_server_url()
     if server is None:
         pytest.skip(f"{POSTGRES_ENV} is not set; .ci/run sets it")
     url = await create_postgres_database(server)
+    replicas: list[asyncio.subprocess.Process] = []
     try:
-        start = time.time() + 5  # imports take a second or two; all then wait for this
-        replicas = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                _REPLICA,
-                url,
-                str(start),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+        for _ in range(4):
+            replicas.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    _REPLICA,
+                    url,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
             )
-            for _ in range(4)
-        ]
+        for replica in replicas:
+            assert replica.stdout is not None
+            assert await asyncio.wait_for(replica.stdout.readline(), 60) == b"ready\n"
         outputs = await asyncio.wait_for(
-            asyncio.gather(*(replica.communicate() for replica in replicas)), timeout=120
+            asyncio.gather(*(replica.communicate(b"go\n") for replica in replicas)), 120
         )
         errors = [
             [line for line in out.decode().splitlines() if "Error:" in line][-1:]
@@ -128,4 +130,8 @@ async def test_replicas_that_start_together_on_postgresql_migrate_one_after_the_
         assert errors == []
         assert await schema_diff(url) == []
     finally:
+        for replica in replicas:
+            if replica.returncode is None:
+                replica.kill()
+                await replica.wait()
         await drop_postgres_database(url)

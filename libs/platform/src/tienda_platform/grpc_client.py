@@ -79,6 +79,9 @@ _SERVICE_CONFIG = json.dumps(
         # every address the target resolves to, in turn (gRPC's default, pick_first, sends
         # every call of a channel to the first address that answers: one replica of many)
         "loadBalancingConfig": [{"round_robin": {}}],
+        # ... that reports SERVING on its grpc.health.v1 Watch stream: a replica still
+        # starting (migrations, seeding) or draining after SIGTERM takes no new call
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [
             {
                 "name": [{}],
@@ -101,10 +104,11 @@ def create_channel(target: str) -> grpc.aio.Channel:
 
     target: `host:port`, whose name may resolve to several addresses (`dns:///host:port`
     says so explicitly: a Kubernetes headless Service gives one per ready pod), or a list,
-    `ipv4:10.0.0.5:50053,10.0.0.6:50053`. Calls go to the ready addresses in turn; one that
-    stops (a replica drained on SIGTERM) takes none until it answers again. The name is
-    resolved again whenever a connection closes, which each server does after
-    MAX_CONNECTION_AGE (tienda_platform.grpc_server), so new replicas get calls too."""
+    `ipv4:10.0.0.5:50053,10.0.0.6:50053`. Calls go in turn to the addresses whose server
+    reports SERVING (grpc.health.v1, watched by the channel; a server without the health
+    service counts as serving); one starting, draining after SIGTERM or gone takes none. The
+    name is resolved again whenever a connection closes, which each server does after
+    MAX_CONNECTION_AGE_SECONDS (tienda_platform.grpc_server), so new replicas get calls too."""
     return grpc.aio.insecure_channel(
         target,
         interceptors=[

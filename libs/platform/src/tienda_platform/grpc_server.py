@@ -34,10 +34,12 @@ ALWAYS_PUBLIC = frozenset({"/grpc.health.v1.Health/Check"})
 # Incoming messages above this size are refused with RESOURCE_EXHAUSTED before parsing.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
-# A client's connection is closed (GOAWAY, in-flight calls finish) after about this long, so
-# that it resolves the target again and spreads its calls over replicas started since: a
-# channel resolves a name only when a connection closes. gRPC adds a jitter of 10%.
+# A client's connection is closed (GOAWAY) after about this long, so that it resolves the
+# target again and spreads its calls over replicas started since: a channel resolves a name
+# only when a connection closes. gRPC adds a jitter of 10%. The calls in flight on it get
+# the grace below to finish, longer than any caller's deadline here.
 MAX_CONNECTION_AGE_SECONDS = 300.0
+MAX_CONNECTION_AGE_GRACE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,10 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_connection_age_ms", round(config.max_connection_age_seconds * 1000)),
-                # the calls in flight on a connection closed for its age get the same grace
-                # as those of a server that stops
-                ("grpc.max_connection_age_grace_ms", round(config.grace_seconds * 1000)),
+                (
+                    "grpc.max_connection_age_grace_ms",
+                    round(MAX_CONNECTION_AGE_GRACE_SECONDS * 1000),
+                ),
             ],
         )
         for service in self.services:

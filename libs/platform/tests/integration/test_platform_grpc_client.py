@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 from tienda_platform.grpc_client import create_channel
+from tienda_platform.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -120,26 +121,64 @@ async def replicas() -> AsyncIterator[list[tuple[grpc.aio.Server, CountingHealth
             await server.stop(grace=None)
 
 
-async def test_calls_are_spread_over_every_replica_and_avoid_one_that_stopped(
+async def test_calls_are_spread_over_every_replica_in_turn(
     replicas: list[tuple[grpc.aio.Server, CountingHealth, int]],
 ) -> None:
-    (first, first_counts, first_port), (_, second_counts, second_port) = replicas
+    (_, first, first_port), (_, second, second_port) = replicas
     target = f"ipv4:127.0.0.1:{first_port},127.0.0.1:{second_port}"
     async with create_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        # gRPC's default policy (pick_first) would send every call to the first replica
+        # both connected (gRPC's default policy, pick_first, would send every call to the
+        # first replica), then calls alternate
         for _ in range(200):
             await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            if first_counts.answered and second_counts.answered:
+            if first.answered and second.answered:
                 break
-        assert first_counts.answered and second_counts.answered, (
-            first_counts.answered,
-            second_counts.answered,
-        )
-        # a replica drained (as on SIGTERM): every later call is answered by the other
-        await first.stop(grace=1)
-        answered = second_counts.answered
+        assert first.answered and second.answered, (first.answered, second.answered)
+        before = first.answered, second.answered
+        for _ in range(20):
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert (first.answered - before[0], second.answered - before[1]) == (10, 10)
+
+
+async def test_a_replica_not_serving_or_stopped_takes_no_calls(
+    replicas: list[tuple[grpc.aio.Server, CountingHealth, int]],
+) -> None:
+    (first_server, first, first_port), (_, second, second_port) = replicas
+    target = f"ipv4:127.0.0.1:{first_port},127.0.0.1:{second_port}"
+    async with create_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(200):
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            if first.answered and second.answered:
+                break
+        # still starting, or draining: the channel watches its health and passes it by
+        await first.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await eventually(lambda: passes_by(stub, first), within=10)
+        answered = first.answered
+        for _ in range(20):
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert first.answered == answered
+        # serving again: it takes its turn again
+        await first.set("", health_pb2.HealthCheckResponse.SERVING)
+        await eventually(lambda: call_goes_to(stub, first), within=10)
+        # stopped: every call is answered by the other
+        await first_server.stop(grace=1)
+        answered = second.answered
         for _ in range(20):
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        assert second_counts.answered == answered + 20
+        assert second.answered == answered + 20
+
+
+async def call_goes_to(stub: health_pb2_grpc.HealthStub, replica: CountingHealth) -> bool:
+    """Whether the next two calls (one turn of two replicas) include one to `replica`."""
+    answered = replica.answered
+    for _ in range(2):
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return replica.answered > answered
+
+
+async def passes_by(stub: health_pb2_grpc.HealthStub, replica: CountingHealth) -> bool:
+    """Whether the next two calls both go to another replica."""
+    return not await call_goes_to(stub, replica)

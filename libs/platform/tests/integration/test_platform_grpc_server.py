@@ -139,6 +139,7 @@ async def test_a_connection_is_closed_at_its_maximum_age_and_calls_carry_on(
         public_methods=frozenset({f"/{SERVICE}/GetJwks"}),
     )
     await server.start()
+    await server.mark_serving()  # the channel calls only a server that reports SERVING
     try:
         async with create_channel(f"127.0.0.1:{server.bound_port}") as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
@@ -345,6 +346,7 @@ async def test_without_a_receiver_a_call_still_carries_its_trace_to_the_server(
     with tracing_without_a_receiver():
         server = new_server(token_mint)
         await server.start()
+        await server.mark_serving()
         try:
             SEEN_CONTEXTS.clear()
             async with grpc_client.create_channel(f"127.0.0.1:{server.bound_port}") as channel:
@@ -373,6 +375,7 @@ async def test_an_error_logged_while_handling_a_call_carries_the_callers_trace_i
         with tracing_without_a_receiver():
             server = new_server(token_mint)
             await server.start()
+            await server.mark_serving()
             try:
                 target = f"127.0.0.1:{server.bound_port}"
                 async with grpc_client.create_channel(target) as channel:
