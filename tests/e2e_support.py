@@ -35,6 +35,12 @@ def login(api: httpx.Client, email: str, password: str) -> tuple[str, str]:
     return body["access_token"], body["refresh_token"]
 
 
+def sign_in(api: httpx.Client, email: str, password: str) -> User:
+    """A user who exists already (the admin of a stack), signed in."""
+    token, refresh = login(api, email, password)
+    return User("admin", email, password, token, refresh)
+
+
 def register(api: httpx.Client, name: str = "Ada Customer") -> User:
     email = f"{name.split()[0].lower()}-{uuid.uuid4().hex[:8]}@example.com"
     password = "correct-horse-9"

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from e2e_support import User, create_product, login, register, stock_of, wait_terminal
+from e2e_support import User, create_product, register, sign_in, stock_of, wait_terminal
 from tienda_devstack.stack import Stack
 from tienda_platform.testing import end_connections
 
@@ -58,8 +58,7 @@ def test_orders_through_repeated_database_connection_losses_are_placed_once_and_
     stack = postgres_stack
     databases = [stack.env[f"{service}_DATABASE_URL"] for service in ("AUTH", "PRODUCT", "ORDER")]
     with httpx.Client(base_url=stack.gateway_url, timeout=30.0) as api:
-        token, refresh = login(api, stack.admin.email, stack.admin.password)
-        admin = User("admin", stack.admin.email, stack.admin.password, token, refresh)
+        admin = sign_in(api, stack.admin.email, stack.admin.password)
         product = create_product(api, admin, stock=ORDERS + 10)
         customer = register(api)
 

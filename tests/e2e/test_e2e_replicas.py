@@ -15,7 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from e2e_support import User, create_product, eventually, login, register, stock_of, wait_terminal
+from e2e_support import (
+    User,
+    create_product,
+    eventually,
+    register,
+    sign_in,
+    stock_of,
+    submit_order,
+    wait_terminal,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from tienda_devstack.stack import Stack
 
@@ -49,8 +58,7 @@ def test_replicas_share_the_calls_and_a_graceful_stop_loses_nothing(
 ) -> None:
     stack = replicated_stack
     with httpx.Client(base_url=stack.gateway_url, timeout=30.0) as api:
-        token, refresh = login(api, stack.admin.email, stack.admin.password)
-        admin = User("admin", stack.admin.email, stack.admin.password, token, refresh)
+        admin = sign_in(api, stack.admin.email, stack.admin.password)
         last_ten_units_sell_once_across_replicas(api, admin, stack)
         a_replica_stopped_under_load_loses_nothing(api, admin, stack)
 
@@ -65,16 +73,7 @@ def every_replica_answers(api: httpx.Client, admin: User, stack: Stack) -> None:
     product = create_product(api, admin, stock=1_000)
 
     def all_answered() -> bool:
-        customer = register(api, "Warm Up")
-        response = api.post(
-            "/v1/orders",
-            headers=customer.headers,
-            json={
-                "items": [{"product_id": product["id"], "quantity": 1}],
-                "payment_token": "tok_ok",
-            },
-        )
-        assert response.status_code == 200, response.text
+        submit_order(api, register(api, "Warm Up"), product["id"])
         return all(
             calls_answered(stack, replica) > 0
             for service in REPLICATED
@@ -95,16 +94,8 @@ def last_ten_units_sell_once_across_replicas(api: httpx.Client, admin: User, sta
     customers = [register(api, f"Replica Buyer{number}") for number in range(50)]
 
     def place(customer: User) -> dict:
-        response = api.post(
-            "/v1/orders",
-            headers=customer.headers,
-            json={
-                "items": [{"product_id": product["id"], "quantity": 1}],
-                "payment_token": "tok_ok",
-            },
-        )
-        assert response.status_code == 200, response.text
-        return wait_terminal(api, customer, response.json()["id"], timeout=60)
+        order = submit_order(api, customer, product["id"])
+        return wait_terminal(api, customer, order["id"], timeout=60)
 
     with ThreadPoolExecutor(max_workers=25) as pool:
         orders = list(pool.map(place, customers))

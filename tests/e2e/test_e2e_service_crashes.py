@@ -18,8 +18,8 @@ from e2e_support import (
     User,
     create_product,
     eventually,
-    login,
     register,
+    sign_in,
     stock_of,
     wait_terminal,
 )
@@ -155,8 +155,7 @@ def test_on_postgresql_orders_through_service_crashes_are_placed_once_and_all_fi
 ) -> None:
     stack = postgres_stack
     with httpx.Client(base_url=stack.gateway_url, timeout=30.0) as api:
-        token, refresh = login(api, stack.admin.email, stack.admin.password)
-        admin = User("admin", stack.admin.email, stack.admin.password, token, refresh)
+        admin = sign_in(api, stack.admin.email, stack.admin.password)
         crash_services_under_load(api, admin, stack)
 
 

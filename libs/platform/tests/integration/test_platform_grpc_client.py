@@ -130,11 +130,7 @@ async def test_calls_are_spread_over_every_replica_in_turn(
         stub = health_pb2_grpc.HealthStub(channel)
         # both connected (gRPC's default policy, pick_first, would send every call to the
         # first replica), then calls alternate
-        for _ in range(200):
-            await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            if first.answered and second.answered:
-                break
-        assert first.answered and second.answered, (first.answered, second.answered)
+        await until_both_answered(stub, first, second)
         before = first.answered, second.answered
         for _ in range(20):
             await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -148,10 +144,7 @@ async def test_a_replica_not_serving_or_stopped_takes_no_calls(
     target = f"ipv4:127.0.0.1:{first_port},127.0.0.1:{second_port}"
     async with create_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(200):
-            await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            if first.answered and second.answered:
-                break
+        await until_both_answered(stub, first, second)
         # still starting, or draining: the channel watches its health and passes it by
         await first.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await eventually(lambda: passes_by(stub, first), within=10)
@@ -169,6 +162,17 @@ async def test_a_replica_not_serving_or_stopped_takes_no_calls(
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         assert second.answered == answered + 20
+
+
+async def until_both_answered(
+    stub: health_pb2_grpc.HealthStub, first: CountingHealth, second: CountingHealth
+) -> None:
+    """Calls until each replica has answered one (the channel connects to both)."""
+    for _ in range(200):
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        if first.answered and second.answered:
+            return
+    raise AssertionError(f"answered {first.answered} and {second.answered}: not both")
 
 
 async def call_goes_to(stub: health_pb2_grpc.HealthStub, replica: CountingHealth) -> bool:
