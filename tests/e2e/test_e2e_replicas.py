@@ -38,11 +38,7 @@ REPLICATED = ("auth_service", "product_service", "order_service")
 def calls_answered(stack: Stack, replica: str) -> float:
     """The calls of its own service (not health checks) a replica answered, from its
     /metrics."""
-    if replica in stack.extra_replicas:
-        port = stack.extra_replicas[replica][2]
-    else:
-        port = getattr(stack.ports, f"{replica.removesuffix('_service')}_metrics")
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{stack.metrics_port(replica)}/metrics", timeout=5).text
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)

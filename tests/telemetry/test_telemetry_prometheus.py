@@ -13,7 +13,7 @@ import pytest
 import yaml
 from debian_tools import debian_tool
 from e2e_support import User, create_product, place_order
-from tienda_devstack.stack import Stack
+from tienda_devstack.stack import GRPC_SERVICES, Stack
 from tienda_platform.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
@@ -37,9 +37,7 @@ def scrape_config_for(stack: Stack) -> dict:
     """The project's config with the tienda jobs pointed at this stack's loopback ports."""
     config = yaml.safe_load(CONFIG.read_text())
     ports = {
-        "auth_service": stack.ports.auth_metrics,
-        "product_service": stack.ports.product_metrics,
-        "order_service": stack.ports.order_metrics,
+        **{service: stack.metrics_port(service) for service in GRPC_SERVICES},
         "gateway": stack.ports.gateway,
     }
     jobs = [j for j in config["scrape_configs"] if j["job_name"] in ports]

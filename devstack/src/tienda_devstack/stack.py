@@ -70,6 +70,18 @@ class Ports:
             "order_service": self.order,
         }[service]
 
+    def metrics_port(self, service: str) -> int:
+        return {
+            "auth_service": self.auth_metrics,
+            "product_service": self.product_metrics,
+            "order_service": self.order_metrics,
+        }[service]
+
+
+def _env_prefix(service: str) -> str:
+    """The prefix of a service's own variables: order_service -> ORDER."""
+    return service.removesuffix("_service").upper()
+
 
 def stored_secret(path: Path) -> str:
     """A random secret generated on the first run and kept in the data folder."""
@@ -121,19 +133,19 @@ class Stack:
         self.redis_url = settings.get("REDIS_URL", "")
         # the extra replicas: process name -> (service, gRPC port, metrics port)
         self.extra_replicas: dict[str, tuple[str, int, int]] = {}
-        taken = list(astuple(self.ports))
+        self.ports_in_use = list(astuple(self.ports))
         for service, count in self.replicas.items():
             if service not in GRPC_SERVICES:
                 raise ValueError(f"replicas of {service}: only {', '.join(GRPC_SERVICES)} have")
-            database = f"{service.removesuffix('_service').upper()}_DATABASE_URL"
+            database = f"{_env_prefix(service)}_DATABASE_URL"
             if count > 1 and not settings.get(database, "").startswith("postgresql"):
                 raise ValueError(
                     f"replicas of {service} share a PostgreSQL database: set {database}"
                 )
             for number in range(2, count + 1):
-                grpc_port = free_port(avoid=taken)
-                metrics_port = free_port(avoid=[*taken, grpc_port])
-                taken += [grpc_port, metrics_port]
+                grpc_port = free_port(avoid=self.ports_in_use)
+                metrics_port = free_port(avoid=[*self.ports_in_use, grpc_port])
+                self.ports_in_use += [grpc_port, metrics_port]
                 self.extra_replicas[f"{service}-{number}"] = (service, grpc_port, metrics_port)
 
     @property
@@ -175,6 +187,13 @@ class Stack:
         extra = [port for of, port, _ in self.extra_replicas.values() if of == service]
         return [self.ports.grpc_port(service), *extra]
 
+    def metrics_port(self, name: str) -> int:
+        """Where a service's process, or one of its replicas (order_service-2), serves
+        /metrics."""
+        if name in self.extra_replicas:
+            return self.extra_replicas[name][2]
+        return self.ports.metrics_port(name)
+
     def grpc_target(self, service: str) -> str:
         """The target a client dials: the service's one address, or the list of its
         replicas' (each call goes to the next, see tienda_platform.grpc_client)."""
@@ -192,11 +211,7 @@ class Stack:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if not self.redis_url:
             # not on a port the services are about to bind
-            taken = (
-                *astuple(self.ports),
-                *(p for r in self.extra_replicas.values() for p in r[1:]),
-            )
-            self.redis = EmbeddedRedis(self.data_dir / "redis").start(avoid=taken)
+            self.redis = EmbeddedRedis(self.data_dir / "redis").start(avoid=self.ports_in_use)
             self.redis_url = self.redis.url
         env = self.child_env()
         names: list[str] = []
@@ -209,10 +224,9 @@ class Stack:
             module, overrides = name, {}
             if name in self.extra_replicas:
                 module, grpc_port, metrics_port = self.extra_replicas[name]
-                prefix = module.removesuffix("_service").upper()
                 overrides = {
-                    f"{prefix}_GRPC_PORT": str(grpc_port),
-                    f"{prefix}_METRICS_PORT": str(metrics_port),
+                    f"{_env_prefix(module)}_GRPC_PORT": str(grpc_port),
+                    f"{_env_prefix(module)}_METRICS_PORT": str(metrics_port),
                 }
             out = self.log_path(name).open("ab") if self.log_to_files else None
             self.processes[name] = subprocess.Popen(
