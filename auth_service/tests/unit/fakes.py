@@ -95,6 +95,9 @@ class FakeSigningKeyRepository(AbstractSigningKeyRepository):
     async def deactivate_all(self) -> None:
         self.rows = [replace(k, active=False) for k in self.rows]
 
+    async def take_turns(self) -> None:
+        pass  # one event loop, and a unit of work that never awaits between read and write
+
 
 @dataclass(frozen=True)
 class RecordedEvent:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tienda_platform.database import advisory_lock_key
 
 from auth_service.adapters.orm import RefreshTokenRow, SigningKeyRow, UserRow
 from auth_service.domain.errors import EmailAlreadyRegistered
@@ -75,6 +76,13 @@ class AbstractSigningKeyRepository(abc.ABC):
 
     @abc.abstractmethod
     async def deactivate_all(self) -> None: ...
+
+    @abc.abstractmethod
+    async def take_turns(self) -> None:
+        """Make this transaction wait for any other that has called take_turns and has not
+        ended, and hold the others off until it ends: replicas that start on an empty
+        database together create one key between them, and two rotations at once leave one
+        key active."""
 
 
 def _utc(value: datetime) -> datetime:
@@ -249,6 +257,14 @@ class SqlSigningKeyRepository(AbstractSigningKeyRepository):
             )
         )
         await self._session.flush()
+
+    async def take_turns(self) -> None:
+        # On SQLite a writing transaction holds the database's write lock from its BEGIN
+        # (tienda_platform.database), so writers already take turns.
+        if self._session.get_bind().dialect.name == "postgresql":
+            await self._session.exec(  # type: ignore[call-overload]
+                sa.select(sa.func.pg_advisory_xact_lock(advisory_lock_key("signing_keys")))
+            )
 
     async def active(self) -> SigningKey | None:
         statement = (

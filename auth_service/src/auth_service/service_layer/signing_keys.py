@@ -12,8 +12,10 @@ from auth_service.service_layer.services import Dependencies
 
 
 async def ensure_signing_key(*, deps: Dependencies) -> SigningKey:
-    """The active signing key, created on first start."""
+    """The active signing key, created on first start (by one replica when several start
+    together)."""
     async with deps.uow() as uow:
+        await uow.signing_keys.take_turns()
         key = await uow.signing_keys.active()
         if key is not None:
             return key
@@ -28,6 +30,7 @@ async def rotate_signing_key(*, deps: Dependencies) -> SigningKey:
     """Add a new active key; older keys stop signing but stay in the JWKS for verification."""
     key = generate_signing_key(now=deps.clock())
     async with deps.uow() as uow:
+        await uow.signing_keys.take_turns()
         await uow.signing_keys.deactivate_all()
         await uow.signing_keys.add(key)
         await uow.commit()
