@@ -180,6 +180,8 @@ print(type(telemetry.tracer.start_as_current_span("next")).__name__)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        # nothing listens there: the span flushed at exit gives up after a second
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
     }
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
