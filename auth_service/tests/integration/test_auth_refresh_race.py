@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Self
 
 import pytest
 from auth_service.adapters.repository import SqlRefreshTokenRepository
@@ -12,11 +11,11 @@ from auth_service.bootstrap import AuthApp
 from auth_service.domain.model import IssuedTokens, RefreshToken
 from auth_service.service_layer import services
 from auth_service.service_layer.services import Dependencies
-from auth_service.service_layer.unit_of_work import SqlUnitOfWork
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform.database import create_engine, is_sqlite, session_factory
 from tienda_platform.errors import Unauthenticated
+
+from .interleaving import InterleavingUnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +35,6 @@ class _ReadTogetherTokens(SqlRefreshTokenRepository):
         return token
 
 
-class _ReadTogetherUnitOfWork(SqlUnitOfWork):
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], barrier: asyncio.Barrier
-    ) -> None:
-        super().__init__(sessions)
-        self._barrier = barrier
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        assert self._session is not None
-        self.refresh_tokens = _ReadTogetherTokens(self._session, self._barrier)
-        return self
-
-
 async def test_concurrent_refreshes_of_one_token_let_exactly_one_win(
     app: AuthApp, database_url: str
 ) -> None:
@@ -65,7 +50,12 @@ async def test_concurrent_refreshes_of_one_token_let_exactly_one_win(
         # only the conditional UPDATE stands between them.
         engine = create_engine(database_url)
         sessions, barrier = session_factory(engine), asyncio.Barrier(2)
-        deps = replace(deps, uow=lambda: _ReadTogetherUnitOfWork(sessions, barrier))
+        deps = replace(
+            deps,
+            uow=lambda: InterleavingUnitOfWork(
+                sessions, "refresh_tokens", lambda session: _ReadTogetherTokens(session, barrier)
+            ),
+        )
     try:
         results = await asyncio.gather(
             services.refresh(deps=deps, refresh_token=tokens.refresh_token),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Self
+from functools import partial
 
 import pytest
 import sqlalchemy as sa
@@ -15,10 +15,11 @@ from auth_service.bootstrap import AuthApp
 from auth_service.domain.model import SigningKey
 from auth_service.service_layer import signing_keys
 from auth_service.service_layer.services import Dependencies
-from auth_service.service_layer.unit_of_work import SqlUnitOfWork
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform.database import create_engine, session_factory
+
+from .interleaving import InterleavingUnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -38,24 +39,16 @@ class _StartTogetherKeys(SqlSigningKeyRepository):
         await super().take_turns()
 
 
-class _StartTogetherUnitOfWork(SqlUnitOfWork):
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], barrier: asyncio.Barrier
-    ) -> None:
-        super().__init__(sessions)
-        self._barrier = barrier
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        assert self._session is not None
-        self.signing_keys = _StartTogetherKeys(self._session, self._barrier)
-        return self
-
-
 async def _together(app: AuthApp, database_url: str) -> tuple[Dependencies, AsyncEngine]:
     engine = create_engine(database_url)
     sessions, barrier = session_factory(engine), asyncio.Barrier(TOGETHER)
-    return replace(app.deps, uow=lambda: _StartTogetherUnitOfWork(sessions, barrier)), engine
+    uow = partial(
+        InterleavingUnitOfWork,
+        sessions,
+        "signing_keys",
+        lambda session: _StartTogetherKeys(session, barrier),
+    )
+    return replace(app.deps, uow=uow), engine
 
 
 async def _stored(app: AuthApp) -> list[SigningKey]:
