@@ -1,13 +1,15 @@
 """Start-up and shutdown of a service's grpc.aio server, with health, reflection and metrics.
 
 Health is NOT_SERVING until `prepare` (migrations, seeding) has finished; on SIGTERM or SIGINT
-every service is set NOT_SERVING first, then in-flight RPCs drain for the grace period.
+every service is set NOT_SERVING first, the server goes on taking calls until its callers have
+turned away, then in-flight RPCs drain for the grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ from tienda_platform.runtime import settle_heap
 
 # Probes and load balancers call health checks without a token.
 ALWAYS_PUBLIC = frozenset({"/grpc.health.v1.Health/Check"})
+HEALTH_METHODS = "/grpc.health.v1.Health/"
 
 # Incoming messages above this size are refused with RESOURCE_EXHAUSTED before parsing.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -40,6 +43,16 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # the grace below to finish, longer than any caller's deadline here.
 MAX_CONNECTION_AGE_SECONDS = 300.0
 MAX_CONNECTION_AGE_GRACE_SECONDS = 60.0
+
+# After NOT_SERVING, calls still arrive for a moment: those the callers sent before the
+# status reached them. gRPC cancels (CANCELLED, not retried) every call that arrives once the
+# server has begun to stop, and those that arrived but did not reach a handler yet. So the
+# server goes on serving until no call has arrived for TURNED_AWAY_SECONDS (callers that watch
+# health, as tienda_platform.grpc_client's channels do, turn away within milliseconds), or
+# for at most TURN_AWAY_LIMIT_SECONDS (a caller that does not watch health moves on only at
+# the GOAWAY the stop sends).
+TURNED_AWAY_SECONDS = 0.25
+TURN_AWAY_LIMIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,22 @@ class ServerConfig:
     max_connection_age_seconds: float = MAX_CONNECTION_AGE_SECONDS
 
 
+class _CallClock(grpc.aio.ServerInterceptor):
+    """When the last call other than a health check arrived."""
+
+    def __init__(self) -> None:
+        self.last_arrival = time.monotonic()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if not handler_call_details.method.startswith(HEALTH_METHODS):
+            self.last_arrival = time.monotonic()
+        return await continuation(handler_call_details)
+
+
 class GrpcServer:
     """A grpc.aio server with health checking, reflection, auth and error mapping."""
 
@@ -73,8 +102,10 @@ class GrpcServer:
         self.config = config
         self.services = list(services)
         self.health = health.aio.HealthServicer()
+        self._clock = _CallClock()
         self.server = grpc.aio.server(
             interceptors=[
+                self._clock,
                 *telemetry.server_interceptors(),
                 ErrorMappingInterceptor(),
                 *([MetricsInterceptor()] if metrics_enabled() else []),
@@ -114,9 +145,19 @@ class GrpcServer:
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self) -> None:
-        """NOT_SERVING first, so balancers stop routing here, then drain in-flight RPCs."""
+        """NOT_SERVING first, so balancers stop routing here; serve until the callers have
+        turned away, then drain in-flight RPCs."""
         await self.health.enter_graceful_shutdown()
+        await self._callers_turned_away()
         await self.server.stop(self.config.grace_seconds)
+
+    async def _callers_turned_away(self) -> None:
+        limit = time.monotonic() + TURN_AWAY_LIMIT_SECONDS
+        while (now := time.monotonic()) < limit:
+            quiet_until = self._clock.last_arrival + TURNED_AWAY_SECONDS
+            if now >= quiet_until:
+                return
+            await asyncio.sleep(min(quiet_until, limit) - now)
 
     async def _set_all(
         self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import os
@@ -20,12 +21,13 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+from tienda_platform import grpc_server
 from tienda_platform.auth import current_principal
 from tienda_platform.errors import InvalidArgument, NotFound
 from tienda_platform.grpc_client import create_channel
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig, run_until_signalled
 from tienda_platform.runtime import GC_THRESHOLDS
-from tienda_platform.testing import TokenMint
+from tienda_platform.testing import TokenMint, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -117,27 +119,25 @@ class PeerRecorder(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.Jwks()
 
 
-async def test_a_connection_is_closed_at_its_maximum_age_and_calls_carry_on(
-    token_mint: TokenMint,
-) -> None:
-    """So that a client resolves its target again and finds replicas started since."""
-    recorder = PeerRecorder()
-    server = GrpcServer(
+def recording_server(token_mint: TokenMint, recorder: PeerRecorder, **config: Any) -> GrpcServer:
+    return GrpcServer(
         services=[
             GrpcService(
                 SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(recorder, s)
             )
         ],
-        config=ServerConfig(
-            host="127.0.0.1",
-            port=0,
-            metrics_port=None,
-            grace_seconds=1,
-            max_connection_age_seconds=0.5,
-        ),
+        config=ServerConfig(host="127.0.0.1", port=0, metrics_port=None, grace_seconds=1, **config),
         verifier=token_mint.verifier(),
         public_methods=frozenset({f"/{SERVICE}/GetJwks"}),
     )
+
+
+async def test_a_connection_is_closed_at_its_maximum_age_and_calls_carry_on(
+    token_mint: TokenMint,
+) -> None:
+    """So that a client resolves its target again and finds replicas started since."""
+    recorder = PeerRecorder()
+    server = recording_server(token_mint, recorder, max_connection_age_seconds=0.5)
     await server.start()
     await server.mark_serving()  # the channel calls only a server that reports SERVING
     try:
@@ -151,6 +151,75 @@ async def test_a_connection_is_closed_at_its_maximum_age_and_calls_carry_on(
                 await asyncio.sleep(0.05)
     finally:
         await server.stop()
+
+
+async def test_a_replica_stopped_under_load_fails_no_call(token_mint: TokenMint) -> None:
+    """Calls sent before NOT_SERVING reached the caller are still served: a server that stops
+    while calls arrive would cancel them (CANCELLED, which no client retries)."""
+    stopped, kept = PeerRecorder(), PeerRecorder()
+    servers = [recording_server(token_mint, stopped), recording_server(token_mint, kept)]
+    for server in servers:
+        await server.start()
+        await server.mark_serving()
+    target = "ipv4:" + ",".join(f"127.0.0.1:{server.bound_port}" for server in servers)
+    codes: collections.Counter[str] = collections.Counter()
+    done = asyncio.Event()
+
+    async def call_until_done(stub: auth_pb2_grpc.AuthServiceStub) -> None:
+        while not done.is_set():
+            try:
+                await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=10)
+                codes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                codes[error.code().name] += 1
+
+    try:
+        async with create_channel(target) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            callers = [asyncio.create_task(call_until_done(stub)) for _ in range(64)]
+            await eventually(lambda: len(stopped.peers) >= 200, within=30)
+            await servers[0].stop()
+            answered = len(kept.peers)
+            await eventually(lambda: len(kept.peers) >= answered + 200, within=30)
+            done.set()
+            await asyncio.gather(*callers)
+    finally:
+        for server in servers:
+            await server.stop()
+    assert set(codes) == {"OK"}, codes
+
+
+async def test_a_caller_that_does_not_watch_health_is_served_until_the_turn_away_limit(
+    token_mint: TokenMint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_server, "TURN_AWAY_LIMIT_SECONDS", 0.5)
+    recorder = PeerRecorder()
+    server = recording_server(token_mint, recorder)
+    await server.start()
+    await server.mark_serving()
+    done = asyncio.Event()
+
+    async def call_until_stopped(stub: auth_pb2_grpc.AuthServiceStub) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):  # the calls after the stop fail
+            while not done.is_set():
+                await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=5)
+                await asyncio.sleep(0.01)
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            caller = asyncio.create_task(call_until_stopped(auth_pb2_grpc.AuthServiceStub(channel)))
+            await eventually(lambda: recorder.peers)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.wait_for(server.stop(), timeout=5)
+            stopping = loop.time() - started
+            done.set()
+            await caller
+    finally:
+        await server.stop()
+    # served through the limit (a call every 10 ms or so), then stopped
+    assert 0.5 <= stopping < 2.5
+    assert len(recorder.peers) >= 10
 
 
 async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
