@@ -26,8 +26,12 @@ $(STAMP): requirements.lock $(PYPROJECTS)
 run: $(STAMP)
 	$(PY) -m tienda_devstack run
 
+# pytest runs in PYTEST_WORKERS processes (pytest-xdist), each taking a whole test module at
+# a time; the end-to-end tests wait on their services much of the time. 0 runs one process.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) lint proto-check
-	$(PY) -m pytest $(TEST_DIRS) $(PYTEST_ARGS)
+	$(PY) -m pytest $(TEST_DIRS) -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest $(TEST_DIRS) -m "unit or contract" $(PYTEST_ARGS)

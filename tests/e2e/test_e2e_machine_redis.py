@@ -32,16 +32,13 @@ from .order_outcomes import (
 
 pytestmark = pytest.mark.e2e
 
-# a database of its own on that server, emptied first
-DATABASE = 11
-
 
 @pytest.fixture(params=["orchestration", "choreography"])
 def machine_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    server = os.environ.get("TIENDA_TEST_REDIS_URL")
-    if not server:
+    # the test run's database on that server (a worker's own under pytest-xdist), emptied
+    url = os.environ.get("TIENDA_TEST_REDIS_URL")
+    if not url:
         pytest.skip("TIENDA_TEST_REDIS_URL is not set; .ci/run sets it")
-    url = f"{server.rsplit('/', 1)[0]}/{DATABASE}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     env = {

@@ -11,6 +11,7 @@ from product_service.service_layer.services import Dependencies
 from tienda_platform.auth import Principal
 from tienda_platform.errors import FailedPrecondition, InvalidArgument
 from tienda_platform.ids import new_id
+from tienda_platform.testing import fixed_id
 
 from .fakes import FakeDatabase
 
@@ -146,16 +147,16 @@ async def test_losing_the_race_for_the_order_returns_the_stored_row(
 @pytest.mark.parametrize(
     ("order_id", "items", "expected"),
     [
-        ("", [StockItem(new_id(), 1)], ["order_id"]),
-        ("o" * 1_000_000, [StockItem(new_id(), 1)], ["order_id"]),
-        (new_id(), [], ["items"]),
-        (new_id(), [StockItem(new_id(), 1) for _ in range(51)], ["items"]),
-        (new_id(), [StockItem(new_id(), 0)], ["items[0].quantity"]),
-        (new_id(), [StockItem(new_id(), 1001)], ["items[0].quantity"]),
-        (new_id(), [StockItem(new_id(), -1)], ["items[0].quantity"]),
-        (new_id(), [StockItem("bad", 1)], ["items[0].product_id"]),
-        (new_id(), [StockItem("", 1)], ["items[0].product_id"]),
-        (new_id(), [StockItem("a" * 1_000_000, 1)], ["items[0].product_id"]),
+        ("", [StockItem(fixed_id(1), 1)], ["order_id"]),
+        ("o" * 1_000_000, [StockItem(fixed_id(2), 1)], ["order_id"]),
+        (fixed_id(3), [], ["items"]),
+        (fixed_id(4), [StockItem(fixed_id(100 + n), 1) for n in range(51)], ["items"]),
+        (fixed_id(6), [StockItem(fixed_id(7), 0)], ["items[0].quantity"]),
+        (fixed_id(8), [StockItem(fixed_id(9), 1001)], ["items[0].quantity"]),
+        (fixed_id(10), [StockItem(fixed_id(11), -1)], ["items[0].quantity"]),
+        (fixed_id(12), [StockItem("bad", 1)], ["items[0].product_id"]),
+        (fixed_id(13), [StockItem("", 1)], ["items[0].product_id"]),
+        (fixed_id(14), [StockItem("a" * 1_000_000, 1)], ["items[0].product_id"]),
     ],
 )
 async def test_bad_reservations_are_invalid(

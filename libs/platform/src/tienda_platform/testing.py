@@ -27,6 +27,16 @@ TEST_ISSUER = "tienda-auth"
 TEST_AUDIENCE = "tienda"
 
 
+FIXED_ID_BASE = 0x0193ABCD_0000_7000_8000_000000000000
+
+
+def fixed_id(number: int) -> str:
+    """A UUIDv7 that is the same on every run (0193abcd-0000-7000-8000-<number>), for test
+    parameters: pytest-xdist's workers each collect the tests, and their parameters (so the
+    tests' names) must agree."""
+    return str(uuid.UUID(int=FIXED_ID_BASE | number))
+
+
 async def eventually(
     condition: Callable[[], Awaitable[Any] | Any], *, within: float = 20.0, every: float = 0.02
 ) -> None:
