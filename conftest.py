@@ -26,9 +26,11 @@ def pytest_configure() -> None:
     """Under pytest-xdist (`make test` runs two workers), each worker empties and fills a
     Redis database of its own on the machine's server: the one TIENDA_TEST_REDIS_URL names,
     plus the worker's number. PostgreSQL databases, ports and folders are per test already."""
+    from tienda_platform.testing import REDIS_ENV  # loaded by now, as the plugin above
+
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    url = os.environ.get("TIENDA_TEST_REDIS_URL", "")
+    url = os.environ.get(REDIS_ENV, "")
     if worker.startswith("gw") and url:
         parts = urlsplit(url)
         number = int(parts.path.strip("/") or 0) + int(worker.removeprefix("gw"))
-        os.environ["TIENDA_TEST_REDIS_URL"] = urlunsplit(parts._replace(path=f"/{number}"))
+        os.environ[REDIS_ENV] = urlunsplit(parts._replace(path=f"/{number}"))
