@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MEMBERS := libs/contracts libs/platform auth_service product_service order_service gateway devstack
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
+# tienda-platform's C extension, compiled by its editable install
+EXTENSIONS := libs/platform/setup.py libs/platform/src/tienda_platform/_stackcache.c
 TEST_DIRS := libs/platform/tests auth_service/tests product_service/tests order_service/tests gateway/tests devstack/tests tests
 PYTEST_ARGS ?=
 
@@ -14,7 +16,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock $(PYPROJECTS)
+$(STAMP): requirements.lock $(PYPROJECTS) $(EXTENSIONS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tienda needs Python 3.11 or newer")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
@@ -65,3 +67,4 @@ lock:
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -f libs/platform/src/tienda_platform/_stackcache.*.so

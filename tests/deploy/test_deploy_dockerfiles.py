@@ -10,10 +10,12 @@ import http.server
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from concurrent import futures
 from importlib import metadata
@@ -153,10 +155,14 @@ def test_every_copied_path_exists_and_reaches_the_build_context(folder: str) -> 
         path = REPO / source
         assert path.exists(), f"COPY {source}: no such path"
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        # an extension module built in place by `make install` is not sent: the image
+        # builds its own
         needed = [
             f.relative_to(REPO).as_posix()
             for f in files
-            if "tests" not in f.relative_to(REPO).parts and "__pycache__" not in f.parts
+            if "tests" not in f.relative_to(REPO).parts
+            and "__pycache__" not in f.parts
+            and f.suffix != ".so"
         ]
         assert needed
         left_out = [f for f in needed if ignored(f)]
@@ -167,6 +173,7 @@ def test_dockerignore_keeps_tests_caches_and_secrets_out() -> None:
     for path in (
         "auth_service/tests/unit/test_auth_model.py",
         "libs/platform/src/tienda_platform/__pycache__/auth.cpython-311.pyc",
+        "libs/platform/src/tienda_platform/_stackcache.cpython-311-x86_64-linux-gnu.so",
         ".venv/bin/python",
         ".git/HEAD",
         ".env",
@@ -175,6 +182,8 @@ def test_dockerignore_keeps_tests_caches_and_secrets_out() -> None:
     ):
         assert ignored(path), path
     assert not ignored("libs/platform/src/tienda_platform/auth.py")
+    assert not ignored("libs/platform/src/tienda_platform/_stackcache.c")
+    assert not ignored("libs/platform/setup.py")
 
 
 def members_built(folder: str) -> list[str]:
@@ -263,10 +272,61 @@ def test_runtime_subset_of_the_lock_holds_every_dependency_and_no_dev_tool(folde
         assert any(line.strip().startswith("--hash=sha256:") for line in lines), name
 
 
-def test_build_tools_subset_holds_hatchling_and_its_dependencies() -> None:
-    subset = runtime_lock(["hatchling"])
+def build_roots(folder: str) -> list[str]:
+    """The build tools the builder installs (from the lock) to build the members."""
+    [run] = [args for kind, args in instructions(folder) if kind == "RUN" and "build.lock" in args]
+    match = re.search(r"runtime_requirements\.py requirements\.lock ([\w\s-]+?) > build\.lock", run)
+    assert match, run
+    return match.group(1).split()
 
-    assert installed_closure(["hatchling"]) <= set(subset)
+
+@pytest.mark.parametrize("folder", IMAGES)
+def test_build_tools_subset_holds_every_built_members_backend(folder: str) -> None:
+    """Each member it builds names its build backend (hatchling; setuptools for
+    tienda-platform's C extension) in [build-system] requires; with no build isolation,
+    the builder must install every one of them, with what they need, from the lock."""
+    backends = {
+        canonicalize_name(Requirement(text).name)
+        for member in members_built(folder)
+        for text in tomllib.loads((REPO / member / "pyproject.toml").read_text())["build-system"][
+            "requires"
+        ]
+    }
+    roots = build_roots(folder)
+    subset = runtime_lock(roots)
+
+    assert "setuptools" in backends
+    assert backends <= {canonicalize_name(r) for r in roots}
+    assert installed_closure(roots) <= set(subset)
+
+
+def test_the_builders_wheel_of_tienda_platform_carries_its_compiled_extension(
+    tmp_path: Path,
+) -> None:
+    """`pip wheel --no-deps --no-build-isolation`, as the builder runs it (on a copy: the
+    build writes into the source folder)."""
+    source = tmp_path / "platform"
+    shutil.copytree(
+        REPO / "libs/platform",
+        source,
+        ignore=shutil.ignore_patterns("tests", "__pycache__", "*.so", "*.egg-info", "build"),
+    )
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"),
+            *("--wheel-dir", str(tmp_path / "wheels"), str(source)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = (tmp_path / "wheels").glob("tienda_platform-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+
+    assert [n for n in names if n.startswith("tienda_platform/_stackcache.") and n.endswith(".so")]
+    assert "tienda_platform/_stackcache.pyi" in names
+    assert "tienda_platform/stackcache.py" in names
+    assert "tienda_platform/runtime.py" in names
 
 
 @pytest.fixture

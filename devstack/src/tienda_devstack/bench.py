@@ -15,8 +15,9 @@
   run, bursts taken in turn (target: keeps >= 85%)
 - hot paths: CPU per span to start and end a span, and for a `with start_as_current_span`
   block, with tienda_platform.spans versus the SDK's tracer provider; CPU per span of
-  tienda_platform.otlp's encoding versus the SDK's encoder; and per access-token check of a
-  token seen before (cached) versus a full check
+  tienda_platform.otlp's encoding versus the SDK's encoder; per access-token check of a
+  token seen before (cached) versus a full check; and per greenlet that SQLAlchemy's asyncio
+  layer starts for an awaited database call, with tienda_platform.stackcache versus without
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tienda_platform.redis_server import EmbeddedRedis
 from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
 from tienda_devstack.bench_hot_paths import (
     current_span_us,
+    greenlet_spawn_us,
     span_encoding_us,
     span_recording_us,
     token_check_us,
@@ -409,6 +411,11 @@ def section_hot_paths() -> None:
     print(
         f"  access-token check    full check  {full:6.1f} us       cached token        "
         f" {cached:6.1f} us        ratio {cached / full:.3f}"
+    )
+    plain, cached = greenlet_spawn_us(cached=False), greenlet_spawn_us(cached=True)
+    print(
+        f"  greenlet per awaited database call: without stackcache {plain:5.1f} us"
+        f"   with tienda_platform.stackcache {cached:5.1f} us   ratio {cached / plain:.2f}"
     )
 
 

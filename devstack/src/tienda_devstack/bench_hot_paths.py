@@ -1,12 +1,16 @@
-"""Per-call costs on every order's path, each against what it replaced, in one process:
-recording a span and opening a current span's block (tienda_platform.spans against the SDK's
-tracer provider), OTLP span
-encoding (tienda_platform.otlp against the SDK's encoder) and access-token checks (a token
-already checked, from TokenVerifier's cache, against a full check)."""
+"""Per-call costs on every order's path, each against what it replaced: recording a span
+and opening a current span's block (tienda_platform.spans against the SDK's tracer
+provider), OTLP span encoding (tienda_platform.otlp against the SDK's encoder) and
+access-token checks (a token already checked, from TokenVerifier's cache, against a full
+check), each in this process; and the greenlet SQLAlchemy's asyncio layer runs each awaited
+database call in, with tienda_platform.stackcache and without, each in a process of its own
+(the cache, once installed, stays for the process)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -152,3 +156,48 @@ def token_check_us() -> tuple[float, float]:
         return full, cached
 
     return asyncio.run(measure())
+
+
+GREENLETS = 20_000
+
+
+def greenlet_spawn_us(*, cached: bool) -> float:
+    """Microseconds of CPU per greenlet_spawn (the call SQLAlchemy's asyncio layer makes for
+    every awaited execute, flush, commit or close) of a function that runs a little Python,
+    in a new process with the frame-stack cache installed or not; the best of five rounds."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tienda_devstack.bench_hot_paths", "cached" if cached else "plain"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return float(result.stdout)
+
+
+def _greenlet_spawns(cached: bool) -> float:
+    from sqlalchemy.util.concurrency import greenlet_spawn
+    from tienda_platform import stackcache
+
+    if cached:
+        stackcache.install()
+
+    def work() -> int:
+        return sum(range(5))
+
+    async def measure() -> float:
+        for _ in range(GREENLETS // 10):
+            await greenlet_spawn(work)
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(GREENLETS):
+                await greenlet_spawn(work)
+            best = min(best, (time.process_time() - started) * 1e6 / GREENLETS)
+        return best
+
+    return asyncio.run(measure())
+
+
+if __name__ == "__main__":
+    print(_greenlet_spawns(sys.argv[1] == "cached"))

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import Gauge
 
+from tienda_platform import stackcache
 from tienda_platform.logging import configure_logging
 from tienda_platform.settings import ServiceSettings
 from tienda_platform.telemetry import configure_tracing
@@ -65,7 +66,11 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     gateway's uvicorn does; asyncio's own loop where uvloop does not exist (Windows).
 
     A service's CPU goes largely to the event loop's own work: every gRPC call, Redis reply
-    and database round trip is a few callbacks and task steps, which uvloop does in C."""
+    and database round trip is a few callbacks and task steps, which uvloop does in C.
+
+    The greenlets of SQLAlchemy's asyncio layer reuse their frame stacks
+    (tienda_platform.stackcache) rather than map and unmap one each."""
+    stackcache.install()
     if sys.platform != "win32":
         import uvloop
 
