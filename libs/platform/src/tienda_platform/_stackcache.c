@@ -14,7 +14,8 @@
    of that size. Every other request goes to the allocator installed before, unchanged.
 
    The arena allocator is called only with the GIL held, which serialises the cache; a
-   free-threaded build is left alone. */
+   free-threaded build is left alone. (Sub-interpreters with a GIL of their own, from Python
+   3.12, would share the cache without a common lock: tienda runs none.) */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
