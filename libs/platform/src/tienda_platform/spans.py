@@ -14,6 +14,10 @@ same methods, same limits) with those costs moved off the common path:
 - the event and link lists are made when the first one is added;
 - the processors are given the span itself when it ends: an ended span refuses changes, as
   the SDK's copy would;
+- when every processor of the provider is the SDK's BatchSpanProcessor (the services' case:
+  one, exporting over OTLP), whose on_start and _on_ending do nothing and whose on_end
+  queues a sampled span, an ended span that is sampled goes straight to their queues,
+  without the calls through the provider's SynchronousMultiSpanProcessor (nine per span);
 - the fields every new span starts with (no status, no events, no links, no end) are read
   from the class until the span sets its own.
 
@@ -40,7 +44,8 @@ requirements.lock, and those tests fail if an upgrade renames one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from random import getrandbits
 from time import time_ns
 from typing import Any
 
@@ -48,15 +53,19 @@ from loguru import logger
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     EventBase,
     Span,
     SpanLimits,
     SpanProcessor,
+    SynchronousMultiSpanProcessor,
     Tracer,
     TracerProvider,
 )
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
 from opentelemetry.trace import (
@@ -124,9 +133,16 @@ class LeanSpan(Span):
         self._lock = threading.Lock()
         self._attributes: Any = {}
         if attributes:
-            self._set_items(attributes)
+            if self._keeps_plain(attributes.items(), len(attributes)):
+                self._attributes = dict(attributes)
+            else:
+                self._bounded()._set_items(attributes)
         if links:
             self._links = self._new_links(links)
+
+    def get_span_context(self) -> SpanContext:
+        # the SDK's passes it through typing.cast: a call more per read
+        return self._context  # type: ignore[return-value]  # set by __init__, never None
 
     # attributes
 
@@ -237,8 +253,18 @@ class LeanSpan(Span):
             self._end_time = end_time if end_time is not None else time_ns()
             if type(self._attributes) is not dict:
                 self._attributes._immutable = True
-        self._span_processor._on_ending(self)
-        self._span_processor.on_end(self)
+        processor, last = self._span_processor, _last
+        if getattr(processor, "_span_processors", None) is last[0]:
+            queues = last[1]  # the processors _batch_queues saw last: its answer, at no call
+        else:
+            queues = _batch_queues(processor)
+        if queues is None:
+            self._span_processor._on_ending(self)
+            self._span_processor.on_end(self)
+        # BatchSpanProcessor.on_end's test: a span recorded but not sampled is not exported
+        elif self._context[3] & _SAMPLED_BIT:  # type: ignore[index]
+            for queue in queues:
+                queue.emit(self)
 
 
 class LeanTracer(Tracer):
@@ -257,7 +283,7 @@ class LeanTracer(Tracer):
     ) -> trace_api.Span:
         links = links or ()
         current = _span_context_in(context)
-        if not self._is_enabled():
+        if not self._tracer_config.is_enabled:  # what self._is_enabled() answers
             return trace_api.NonRecordingSpan(context=current)
         # a SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
         # is_valid), read at once rather than through a property each
@@ -271,7 +297,13 @@ class LeanTracer(Tracer):
         ):
             # the sampler says it records and samples every child of a kept parent, with the
             # parent's trace state and the span's attributes, as the parent-based ones do
-            span_id = self.id_generator.generate_span_id()
+            id_generator = self.id_generator
+            if type(id_generator) is RandomIdGenerator:
+                # what its generate_span_id does, but for the call (an id of 0, which is
+                # invalid, has a chance in 2**64, and the generator draws again then)
+                span_id = getrandbits(64) or id_generator.generate_span_id()
+            else:
+                span_id = id_generator.generate_span_id()
             # what SpanContext() makes, without checking the parent's valid trace id again
             span_context = tuple.__new__(
                 SpanContext,
@@ -306,7 +338,10 @@ class LeanTracer(Tracer):
             )
         if not recording:
             return trace_api.NonRecordingSpan(context=span_context)
-        span = LeanSpan(
+        # LeanSpan(...) would pass through Span.__new__, which only refuses to make a Span
+        # itself: a call per span saved
+        span = object.__new__(LeanSpan)
+        span.__init__(  # type: ignore[misc]
             name,
             span_context,
             parent,
@@ -323,7 +358,13 @@ class LeanTracer(Tracer):
         )
         # what span.start() does, without its lock: no one else holds the span yet
         span._start_time = start_time if start_time is not None else time_ns()
-        self.span_processor.on_start(span, parent_context=context)
+        processor, last = self.span_processor, _last
+        if getattr(processor, "_span_processors", None) is last[0]:
+            queues = last[1]  # as in LeanSpan.end
+        else:
+            queues = _batch_queues(processor)
+        if queues is None:  # a BatchSpanProcessor's on_start does nothing
+            processor.on_start(span, parent_context=context)
         return span
 
     def start_as_current_span(  # type: ignore[override]
@@ -354,10 +395,54 @@ class LeanTracer(Tracer):
         )
 
 
+# the processors _batch_queues last looked at, and what it found (one tuple, replaced whole,
+# so that another thread never reads one half of an update)
+_last: tuple[Any, tuple[Any, ...] | None] = (object(), None)
+
+
+def _batch_queues(processor: SpanProcessor) -> tuple[Any, ...] | None:
+    """The queues of the SDK's BatchSpanProcessors, when `processor` is a provider's
+    SynchronousMultiSpanProcessor holding those and nothing else; None otherwise (the span
+    then goes through the processors' own on_start, _on_ending and on_end). The answer is
+    kept until the provider's processors change (adding one makes a new tuple)."""
+    global _last
+    processors = getattr(processor, "_span_processors", None)
+    last = _last
+    if processors is last[0]:
+        return last[1]
+    queues = None
+    if (
+        type(processor) is SynchronousMultiSpanProcessor
+        and processors
+        and all(type(each) is BatchSpanProcessor for each in processors)
+    ):
+        queues = tuple(each._batch_processor for each in processors)
+    _last = (processors, queues)
+    return queues
+
+
+def _current_context_reader() -> Callable[[], context_api.Context]:
+    """What context_api.get_current does, without its two calls: the get of the ContextVar
+    that OpenTelemetry's default runtime context keeps the current context in; its
+    get_current for any other runtime context (OTEL_PYTHON_CONTEXT names one)."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is ContextVarsRuntimeContext:
+        return runtime._current_context.get
+    return context_api.get_current
+
+
+_current_context = _current_context_reader()
+
+
+def current_span_context() -> SpanContext:
+    """trace.get_current_span().get_span_context(), in one call rather than five."""
+    return _span_context_in(None)
+
+
 def _span_context_in(context: context_api.Context | None) -> SpanContext:
     """trace_api.get_current_span(context).get_span_context(), in one call for the spans
     made here."""
-    span = (context_api.get_current() if context is None else context).get(_SPAN_KEY)
+    span = (_current_context() if context is None else context).get(_SPAN_KEY)
     if type(span) is LeanSpan or type(span) is NonRecordingSpan:
         return span._context  # type: ignore[return-value]
     if span is None or not isinstance(span, trace_api.Span):
@@ -419,4 +504,4 @@ class LeanTracerProvider(TracerProvider):
         return tracer
 
 
-__all__ = ["CurrentSpan", "LeanSpan", "LeanTracer", "LeanTracerProvider"]
+__all__ = ["CurrentSpan", "LeanSpan", "LeanTracer", "LeanTracerProvider", "current_span_context"]

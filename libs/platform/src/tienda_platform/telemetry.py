@@ -45,9 +45,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 
 from tienda_platform.events import trace_context, traced_context
-from tienda_platform.spans import LeanTracerProvider
+from tienda_platform.spans import LeanTracerProvider, current_span_context
 
 _configured = False
+_SAMPLED = trace.TraceFlags.SAMPLED
 # whether the SQL and Redis tracing is installed; the engines waiting for it until then
 _statements_traced = False
 _untraced_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -178,7 +179,7 @@ def trace_redis_only_in_sampled_traces() -> None:
 
 def _when_sampled(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     """wrapped: the instrumentation's wrapper (bound); its __wrapped__, the client's method."""
-    if trace.get_current_span().get_span_context().trace_flags.sampled:
+    if current_span_context().trace_flags & _SAMPLED:
         return wrapped(*args, **kwargs)
     return wrapped.__wrapped__(*args, **kwargs)
 
@@ -229,13 +230,19 @@ class QuietSampler(Sampler):
         follows_kept_parents: bool = False,
     ) -> None:
         self._inner = inner
-        self.recording = recording
         self._follows_kept_parents = follows_kept_parents
+        self.recording = recording
 
     @property
-    def keeps_children_of_kept_parents(self) -> bool:
-        """Read by LeanTracer, which then records a kept parent's children without asking."""
-        return self.recording and self._follows_kept_parents
+    def recording(self) -> bool:
+        return self._recording
+
+    @recording.setter
+    def recording(self, recording: bool) -> None:
+        self._recording = recording
+        # read by LeanTracer for every span, which then records a kept parent's children
+        # without asking: an attribute, kept up to date here, rather than a property
+        self.keeps_children_of_kept_parents = recording and self._follows_kept_parents
 
     def should_sample(
         self,
@@ -247,7 +254,7 @@ class QuietSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        if not self.recording:
+        if not self._recording:
             return _NOT_RECORDED
         parent = trace.get_current_span(parent_context).get_span_context()
         if self._follows_kept_parents and parent.trace_flags.sampled and parent.is_valid:
@@ -340,8 +347,7 @@ class StatementTracer:
     def _before(
         self, _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, *_: Any
     ) -> None:
-        parent = trace.get_current_span().get_span_context()
-        if not parent.trace_flags.sampled:  # also false outside any trace
+        if not current_span_context().trace_flags & _SAMPLED:  # also false outside any trace
             return
         context._tienda_span = self._tracer.start_span(
             self._name(statement),

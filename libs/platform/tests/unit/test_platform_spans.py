@@ -9,14 +9,21 @@ from collections.abc import Callable
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
     Link,
@@ -407,3 +414,80 @@ def test_a_sampler_that_is_not_parent_based_is_asked_for_every_span(
     tracer = LeanTracerProvider(sampler=sampler).get_tracer("tienda")
     context = trace.set_span_in_context(NonRecordingSpan(REMOTE))
     assert type(tracer.start_span("dropped", context=context)) is NonRecordingSpan
+
+
+def _never(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("a BatchSpanProcessor's hook was called")
+
+
+@pytest.mark.parametrize("scene", SCENES, ids=lambda scene: scene.__name__)
+def test_batch_processors_get_what_the_sdk_gives_them_without_their_empty_hooks(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The services' one processor is a BatchSpanProcessor: a sampled span goes straight to
+    its queue when it ends, and its on_start, _on_ending and on_end, which do nothing but
+    that, are not called; what it exports is what it exports from the SDK's provider."""
+
+    def batched(provider_class: type[TracerProvider]) -> list[ReadableSpan]:
+        kept = InMemorySpanExporter()
+        provider = provider_class(
+            resource=Resource.create({"service.name": "order_service"}),
+            sampler=ParentBasedTraceIdRatio(1.0),
+            id_generator=CountingIds(),
+        )
+        provider.add_span_processor(BatchSpanProcessor(kept))
+        try:
+            scene(provider.get_tracer("tienda", "0.1.0"))
+            provider.force_flush()
+            return list(kept.get_finished_spans())
+        finally:
+            provider.shutdown()
+
+    sdk = batched(TracerProvider)
+    for hook in ("on_start", "_on_ending", "on_end"):
+        monkeypatch.setattr(BatchSpanProcessor, hook, _never)
+    lean = batched(LeanTracerProvider)
+    assert sdk or scene is sampled_out
+    assert timeless(lean) == timeless(sdk)
+
+
+class RecordOnly(Sampler):
+    """Records every span and samples none: a BatchSpanProcessor exports none of them."""
+
+    def should_sample(self, *_args: object, **_kwargs: object) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_ONLY)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+class Hooks(SpanProcessor):
+    """A processor that notes each of its hooks called, with the span's name."""
+
+    def __init__(self) -> None:
+        self.called: list[tuple[str, str]] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.called.append(("on_start", span.name))
+
+    def _on_ending(self, span: Span) -> None:
+        self.called.append(("_on_ending", span.name))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.called.append(("on_end", span.name))
+
+
+def test_a_span_recorded_but_not_sampled_stays_out_of_the_batch_processors_queue() -> None:
+    kept, hooks = InMemorySpanExporter(), Hooks()
+    provider = LeanTracerProvider(sampler=RecordOnly())
+    provider.add_span_processor(BatchSpanProcessor(kept))
+    tracer = provider.get_tracer("tienda")
+    with tracer.start_as_current_span("recorded") as span:
+        assert span.is_recording()
+    # a processor of another kind, added later, gets every hook of the spans after it
+    provider.add_span_processor(hooks)
+    tracer.start_span("after").end()
+    provider.force_flush()
+    assert kept.get_finished_spans() == ()
+    assert hooks.called == [("on_start", "after"), ("_on_ending", "after"), ("on_end", "after")]
+    provider.shutdown()
