@@ -50,6 +50,7 @@ from tienda_contracts.topology import dead_letter_stream
 
 from tienda_platform.database import PlatformTable, new_row
 from tienda_platform.events import EventEnvelope, UnknownEvent, payload_of, traced_context
+from tienda_platform.metrics import child
 from tienda_platform.telemetry import tracer, tracing_configured
 
 EVENTS_CONSUMED = Counter(
@@ -253,10 +254,10 @@ class EventConsumer:
         if len(decoded) > 1 and await self._run_together(stream, decoded):
             elapsed = (time.perf_counter() - started) / len(decoded)
             for event in decoded:
-                EVENTS_CONSUMED.labels(stream, self.group, event.envelope.type, "handled").inc()
-                EVENT_SECONDS.labels(stream, self.group).observe(elapsed)
+                child(EVENTS_CONSUMED, stream, self.group, event.envelope.type, "handled").inc()
+                child(EVENT_SECONDS, stream, self.group).observe(elapsed)
                 done.append(event.entry.id)
-            BATCH_EVENTS.labels(stream, self.group).observe(len(decoded))
+            child(BATCH_EVENTS, stream, self.group).observe(len(decoded))
             decoded = []
         for event in decoded:
             try:
@@ -291,7 +292,7 @@ class EventConsumer:
                 condition = self.conditions.get((stream, envelope.type))
                 if condition is None or condition(payload):
                     return _Decoded(entry, envelope, payload, handler)
-            EVENTS_CONSUMED.labels(stream, self.group, envelope.type, "ignored").inc()
+            child(EVENTS_CONSUMED, stream, self.group, envelope.type, "ignored").inc()
             return None
         except (DecodeError, UnknownEvent) as error:
             await self.dead_letter(stream, entry.id, entry.body, f"undecodable: {error}")
@@ -360,9 +361,9 @@ class EventConsumer:
             except Exception as error:
                 await self._failed(stream, event, error, delivery)
                 raise
-        EVENTS_CONSUMED.labels(stream, self.group, event.envelope.type, result).inc()
-        EVENT_SECONDS.labels(stream, self.group).observe(time.perf_counter() - started)
-        BATCH_EVENTS.labels(stream, self.group).observe(1)
+        child(EVENTS_CONSUMED, stream, self.group, event.envelope.type, result).inc()
+        child(EVENT_SECONDS, stream, self.group).observe(time.perf_counter() - started)
+        child(BATCH_EVENTS, stream, self.group).observe(1)
 
     @contextmanager
     def _span(self, stream: str, event: _Decoded, *, quiet: bool) -> Iterator[None]:
@@ -431,7 +432,7 @@ class EventConsumer:
         """A failed attempt: the entry stays pending for the claiming subscriber, whose
         claim Redis counts as one more delivery; the last attempt dead-letters it."""
         envelope = event.envelope
-        EVENTS_CONSUMED.labels(stream, self.group, envelope.type, "failed").inc()
+        child(EVENTS_CONSUMED, stream, self.group, envelope.type, "failed").inc()
         logger.opt(exception=error).warning(
             "{group} failed on {event_type} (attempt {attempts}/{max})",
             group=self.group,

@@ -23,6 +23,7 @@ from tienda_platform.auth import TokenVerifier, bind_principal
 from tienda_platform.database import unreachable
 from tienda_platform.errors import InvalidArgument, ServiceError, Unauthenticated
 from tienda_platform.ids import new_id
+from tienda_platform.metrics import child
 from tienda_platform.telemetry import exemplar, set_span_attributes
 
 UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -209,7 +210,7 @@ class MetricsInterceptor(UnaryInterceptor):
             code = "UNAVAILABLE" if unreachable(error) else "INTERNAL"
             raise
         finally:
-            GRPC_SERVER_HANDLED.labels(service, name, code).inc()
-            GRPC_SERVER_SECONDS.labels(service, name).observe(
+            child(GRPC_SERVER_HANDLED, service, name, code).inc()
+            child(GRPC_SERVER_SECONDS, service, name).observe(
                 time.perf_counter() - started, exemplar=exemplar()
             )

@@ -13,9 +13,20 @@ for a deployment that scrapes nothing.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from typing import Any
 
 _OFF = {"false", "0", "no", "off"}
 
 
 def metrics_enabled() -> bool:
     return os.environ.get("METRICS_ENABLED", "true").strip().lower() not in _OFF
+
+
+@lru_cache(maxsize=4096)
+def child(metric: Any, *labels: str) -> Any:
+    """metric.labels(*labels), looked up once per label set: prometheus_client's labels()
+    checks and joins the values at every call (a dozen Python calls), and these are made
+    for every event and every RPC. The label sets are few and bounded, as Prometheus wants
+    them; the cache holds them for the life of the process, as the metric does."""
+    return metric.labels(*labels)

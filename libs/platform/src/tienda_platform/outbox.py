@@ -33,7 +33,7 @@ from tienda_platform.database import (
     new_row,
 )
 from tienda_platform.events import EventEnvelope, build_envelope, stream_of, traced_context
-from tienda_platform.metrics import metrics_enabled
+from tienda_platform.metrics import child, metrics_enabled
 from tienda_platform.retention import (
     PROCESSED_RETENTION,
     STREAM_RETENTION,
@@ -224,7 +224,7 @@ class OutboxRelay:
                 await self._publish(rows)
                 await self._mark_published(connection, rows)
         for _, event_type, stream, _, _ in rows:
-            EVENTS_PUBLISHED.labels(stream, event_type).inc()
+            child(EVENTS_PUBLISHED, stream, event_type).inc()
             self._streams.add(stream)
         return len(rows)
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from random import getrandbits
 from time import time_ns
 from typing import Any
@@ -421,22 +422,32 @@ def _batch_queues(processor: SpanProcessor) -> tuple[Any, ...] | None:
     return queues
 
 
-def _current_context_reader() -> Callable[[], context_api.Context]:
-    """What context_api.get_current does, without its two calls: the get of the ContextVar
-    that OpenTelemetry's default runtime context keeps the current context in; its
-    get_current for any other runtime context (OTEL_PYTHON_CONTEXT names one)."""
+def _runtime_context_var() -> ContextVar[context_api.Context] | None:
+    """The ContextVar that OpenTelemetry's default runtime context keeps the current context
+    in; None under any other runtime context (OTEL_PYTHON_CONTEXT names one). Reading and
+    setting it directly does what context_api.get_current, attach and detach do, without
+    their two calls each."""
     runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
     if type(runtime) is ContextVarsRuntimeContext:
-        return runtime._current_context.get
-    return context_api.get_current
+        return runtime._current_context
+    return None
 
 
-_current_context = _current_context_reader()
+_CONTEXT_VAR = _runtime_context_var()
+_current_context: Callable[[], context_api.Context] = (
+    context_api.get_current if _CONTEXT_VAR is None else _CONTEXT_VAR.get
+)
 
 
 def current_span_context() -> SpanContext:
     """trace.get_current_span().get_span_context(), in one call rather than five."""
     return _span_context_in(None)
+
+
+def in_sampled_trace() -> bool:
+    """current_span_context().trace_flags.sampled (false outside any trace), without the
+    two properties' calls: asked before every SQL statement and Redis command."""
+    return bool(_span_context_in(None)[3] & _SAMPLED_BIT)
 
 
 def _span_context_in(context: context_api.Context | None) -> SpanContext:
@@ -468,13 +479,25 @@ class CurrentSpan:
     def __enter__(self) -> trace_api.Span:
         span = self._tracer.start_span(*self._arguments)
         self._span = span
-        self._token = context_api.attach(context_api.set_value(_SPAN_KEY, span))
+        # context_api.attach(context_api.set_value(_SPAN_KEY, span)), in no call but the set
+        values = dict(_current_context())
+        values[_SPAN_KEY] = span
+        context = context_api.Context(values)
+        var = _CONTEXT_VAR
+        self._token = context_api.attach(context) if var is None else var.set(context)
         return span
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
         span = self._span
         try:
-            context_api.detach(self._token)
+            var = _CONTEXT_VAR
+            if var is None:
+                context_api.detach(self._token)
+            else:
+                try:
+                    var.reset(self._token)
+                except (ValueError, RuntimeError):  # a token of another context, or used
+                    context_api.detach(self._token)  # fails alike, and logs it as it does
             if isinstance(error, Exception) and span.is_recording():
                 *_, record_exception, set_status_on_exception = self._arguments
                 if record_exception:
@@ -504,4 +527,11 @@ class LeanTracerProvider(TracerProvider):
         return tracer
 
 
-__all__ = ["CurrentSpan", "LeanSpan", "LeanTracer", "LeanTracerProvider", "current_span_context"]
+__all__ = [
+    "CurrentSpan",
+    "LeanSpan",
+    "LeanTracer",
+    "LeanTracerProvider",
+    "current_span_context",
+    "in_sampled_trace",
+]

@@ -45,10 +45,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 
 from tienda_platform.events import trace_context, traced_context
-from tienda_platform.spans import LeanTracerProvider, current_span_context
+from tienda_platform.spans import LeanTracerProvider, in_sampled_trace
 
 _configured = False
-_SAMPLED = trace.TraceFlags.SAMPLED
 # whether the SQL and Redis tracing is installed; the engines waiting for it until then
 _statements_traced = False
 _untraced_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -179,7 +178,7 @@ def trace_redis_only_in_sampled_traces() -> None:
 
 def _when_sampled(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
     """wrapped: the instrumentation's wrapper (bound); its __wrapped__, the client's method."""
-    if current_span_context().trace_flags & _SAMPLED:
+    if in_sampled_trace():
         return wrapped(*args, **kwargs)
     return wrapped.__wrapped__(*args, **kwargs)
 
@@ -308,7 +307,9 @@ class StatementTracer:
     """
 
     def __init__(self, engine: Engine, tracer: trace.Tracer | None = None) -> None:
-        self._tracer = tracer or _sql_tracer
+        # the provider's own tracer (set by record_spans, which makes these): a call less
+        # per statement than through the proxy
+        self._tracer = tracer or _sql_tracer.resolved()
         url = engine.url
         database = url.database or ""
         if engine.dialect.name == "sqlite":
@@ -347,7 +348,7 @@ class StatementTracer:
     def _before(
         self, _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, *_: Any
     ) -> None:
-        if not current_span_context().trace_flags & _SAMPLED:  # also false outside any trace
+        if not in_sampled_trace():  # also false outside any trace
             return
         context._tienda_span = self._tracer.start_span(
             self._name(statement),
@@ -537,10 +538,19 @@ class _Tracer(trace.ProxyTracer):
     """The tracer `trace.get_tracer` gives before the provider is set: it finds the
     provider's own tracer at first use. Its start_as_current_span hands over that tracer's
     context manager, where the ProxyTracer's wraps it in a generator of its own (for
-    nothing but a few microseconds a span)."""
+    nothing but a few microseconds a span), and both methods read the tracer once found
+    without the ProxyTracer's property."""
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
-        return self._tracer.start_as_current_span(*args, **kwargs)
+        return (self._real_tracer or self._tracer).start_as_current_span(*args, **kwargs)
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        return (self._real_tracer or self._tracer).start_span(*args, **kwargs)
+
+    def resolved(self) -> trace.Tracer:
+        """The provider's own tracer once a provider is set; this proxy until then."""
+        real = self._tracer  # finds the provider's tracer, if there is a provider
+        return real if real is self._real_tracer else self
 
 
 tracer = _Tracer("tienda")

@@ -4,6 +4,7 @@ scenes, played through each, export the same OTLP message (times aside)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 from collections.abc import Callable
 
@@ -36,7 +37,12 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 from tienda_platform.otlp import SpanEncoder
-from tienda_platform.spans import LeanSpan, LeanTracerProvider
+from tienda_platform.spans import (
+    LeanSpan,
+    LeanTracerProvider,
+    current_span_context,
+    in_sampled_trace,
+)
 from tienda_platform.telemetry import configured_sampler
 
 pytestmark = pytest.mark.unit
@@ -491,3 +497,36 @@ def test_a_span_recorded_but_not_sampled_stays_out_of_the_batch_processors_queue
     assert kept.get_finished_spans() == ()
     assert hooks.called == [("on_start", "after"), ("_on_ending", "after"), ("on_end", "after")]
     provider.shutdown()
+
+
+def test_the_current_span_context_is_what_the_api_reads() -> None:
+    provider = LeanTracerProvider(sampler=ParentBasedTraceIdRatio(1.0))
+    tracer = provider.get_tracer("tienda")
+    assert current_span_context() == trace.get_current_span().get_span_context()
+    assert not in_sampled_trace()  # outside any trace
+    with tracer.start_as_current_span("kept") as kept:
+        assert current_span_context() == kept.get_span_context()
+        assert in_sampled_trace()
+        unkept = SpanContext(REMOTE.trace_id, REMOTE.span_id, True, TraceFlags(0))
+        with trace.use_span(NonRecordingSpan(unkept)):
+            assert current_span_context() == trace.get_current_span().get_span_context()
+            assert not in_sampled_trace()
+        assert current_span_context() == kept.get_span_context()
+    assert current_span_context() == INVALID_SPAN_CONTEXT
+
+
+def test_a_current_span_left_in_another_context_is_logged_as_the_sdk_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its token belongs to the context it was entered in: the SDK's start_as_current_span
+    logs the failed detach and goes on (the span still ends); so does CurrentSpan."""
+    for provider_class in (TracerProvider, LeanTracerProvider):
+        kept = InMemorySpanExporter()
+        provider = provider_class()
+        provider.add_span_processor(SimpleSpanProcessor(kept))
+        block = provider.get_tracer("tienda").start_as_current_span("crossing")
+        contextvars.copy_context().run(block.__enter__)
+        caplog.clear()
+        block.__exit__(None, None, None)
+        assert [record.getMessage() for record in caplog.records] == ["Failed to detach context"]
+        assert [span.name for span in kept.get_finished_spans()] == ["crossing"]
