@@ -16,6 +16,7 @@ from loguru import logger
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import REGISTRY, Gauge
+from prometheus_client.metrics import MetricWrapperBase
 from redis.exceptions import RedisError
 from tienda_contracts.topology import Subscription, dead_letter_stream
 
@@ -39,11 +40,49 @@ def create_broker(redis_url: str, *, service_name: str) -> RedisBroker:
     Prometheus middleware (when metrics are on)."""
     middlewares: list = []
     if metrics_enabled():
-        middlewares.append(RedisPrometheusMiddleware(registry=REGISTRY, app_name=service_name))
+        middlewares.append(prometheus_middleware(service_name))
     if telemetry.tracing_configured():
         middlewares.insert(0, EventTelemetryMiddleware())
     # logger=None: the services log through loguru, not FastStream's own logger.
     return RedisBroker(redis_url, middlewares=middlewares, logger=None)  # type: ignore[arg-type]
+
+
+def prometheus_middleware(service_name: str) -> RedisPrometheusMiddleware:
+    """FastStream's Prometheus middleware, whose metrics look up each label set's child once
+    (see CachedChildren)."""
+    middleware = RedisPrometheusMiddleware(registry=REGISTRY, app_name=service_name)
+    container = middleware._metrics_container
+    for name in type(container).__slots__:
+        metric = getattr(container, name, None)
+        if isinstance(metric, MetricWrapperBase):
+            setattr(container, name, CachedChildren(metric))
+    return middleware
+
+
+class CachedChildren:
+    """A metric whose labels(**values) gives the child of that label set from a dict after
+    the first time. FastStream's MetricsManager calls labels() for every message published
+    and received, six times per message handled, and prometheus_client checks and joins the
+    values at each call. Label sets past a bound (there are a few per stream) go straight
+    to labels()."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._children: dict[tuple[tuple[str, str], ...], Any] = {}
+
+    def labels(self, **values: str) -> Any:
+        key = tuple(values.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._metric.labels(**values)
+            if len(self._children) < 1024:
+                self._children[key] = child
+        return child
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metric, name)
 
 
 class EventTelemetryMiddleware(RedisTelemetryMiddleware):

@@ -351,7 +351,7 @@ class StatementTracer:
         if not in_sampled_trace():  # also false outside any trace
             return
         context._tienda_span = self._tracer.start_span(
-            self._name(statement),
+            self._names.get(statement) or self._name(statement),
             kind=SpanKind.CLIENT,
             attributes={**self._attributes, "db.statement": statement},
         )

@@ -1,10 +1,13 @@
-"""tienda_platform.metrics: the switch, and the cached label children of the hot paths."""
+"""Label children looked up once on the hot paths: tienda_platform.metrics.child for the
+project's metrics, CachedChildren for FastStream's."""
 
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
-from tienda_platform.metrics import child, metrics_enabled
+from faststream.prometheus.types import PublishingStatus
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from tienda_platform.messaging import CachedChildren, prometheus_middleware
+from tienda_platform.metrics import child
 
 pytestmark = pytest.mark.unit
 
@@ -29,12 +32,31 @@ def test_a_cached_child_refuses_the_wrong_labels_as_labels_does() -> None:
         child(events, "a", "b")
 
 
-@pytest.mark.parametrize(("value", "enabled"), [(None, True), ("false", False), ("off", False)])
-def test_metrics_are_on_unless_turned_off(
-    monkeypatch: pytest.MonkeyPatch, value: str | None, enabled: bool
-) -> None:
-    if value is None:
-        monkeypatch.delenv("METRICS_ENABLED", raising=False)
-    else:
-        monkeypatch.setenv("METRICS_ENABLED", value)
-    assert metrics_enabled() is enabled
+def test_faststreams_metrics_give_each_label_sets_child_once_and_count_as_before() -> None:
+    registry = CollectorRegistry()
+    received = Counter("received_total", "Received.", ["app_name", "handler"], registry=registry)
+    cached = CachedChildren(received)
+    first = cached.labels(app_name="order_service", handler="tienda.order.events")
+    assert first is received.labels(app_name="order_service", handler="tienda.order.events")
+    assert cached.labels(app_name="order_service", handler="tienda.order.events") is first
+    first.inc()
+    cached.labels(app_name="order_service", handler="tienda.order.events").inc(2)
+    labels = {"app_name": "order_service", "handler": "tienda.order.events"}
+    assert registry.get_sample_value("received_total", labels) == 3
+    assert cached.describe() == received.describe()  # the rest is the metric's own
+
+
+def test_the_prometheus_middlewares_metrics_are_cached_and_land_in_the_registry() -> None:
+    middleware = prometheus_middleware("tienda-test")
+    container = middleware._metrics_container
+    names = [name for name in type(container).__slots__ if not name.startswith("_")]
+    metrics = [getattr(container, name) for name in names]
+    assert metrics and all(isinstance(metric, CachedChildren) for metric in metrics)
+    labels = {"app_name": "tienda-test", "broker": "redis", "destination": "s", "status": "success"}
+    before = REGISTRY.get_sample_value("faststream_published_messages_total", labels) or 0
+    manager = middleware._metrics_manager
+    for _ in range(2):
+        manager.add_published_message(
+            broker="redis", destination="s", status=PublishingStatus.success
+        )
+    assert REGISTRY.get_sample_value("faststream_published_messages_total", labels) == before + 2
