@@ -260,8 +260,8 @@ class LeanSpan(Span):
         else:
             queues = _batch_queues(processor)
         if queues is None:
-            self._span_processor._on_ending(self)
-            self._span_processor.on_end(self)
+            processor._on_ending(self)
+            processor.on_end(self)
         # BatchSpanProcessor.on_end's test: a span recorded but not sampled is not exported
         elif self._context[3] & _SAMPLED_BIT:  # type: ignore[index]
             for queue in queues:
