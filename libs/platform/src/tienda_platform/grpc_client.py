@@ -13,7 +13,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from tienda_platform import telemetry
-from tienda_platform.metrics import metrics_enabled
+from tienda_platform.metrics import child, metrics_enabled
 
 GRPC_CLIENT_HANDLED = Counter(
     "grpc_client_handled_total",
@@ -33,16 +33,6 @@ def _labels(method: str) -> tuple[str, str]:
     """("/pkg.Service/Method") -> ("pkg.Service", "Method")."""
     _, service, name = method.split("/", 2)
     return service, name
-
-
-@lru_cache(maxsize=4096)
-def _handled(service: str, method: str, code: str) -> Any:
-    return GRPC_CLIENT_HANDLED.labels(service, method, code)
-
-
-@lru_cache(maxsize=1024)
-def _seconds(service: str, method: str) -> Any:
-    return GRPC_CLIENT_SECONDS.labels(service, method)
 
 
 class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -67,8 +57,8 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            _handled(service, name, code.name).inc()
-            _seconds(service, name).observe(
+            child(GRPC_CLIENT_HANDLED, service, name, code.name).inc()
+            child(GRPC_CLIENT_SECONDS, service, name).observe(
                 time.perf_counter() - started, exemplar=telemetry.exemplar()
             )
         return call

@@ -22,7 +22,7 @@ from tienda_contracts.topology import Subscription, dead_letter_stream
 
 from tienda_platform import telemetry
 from tienda_platform.consumers import EventConsumer
-from tienda_platform.metrics import metrics_enabled
+from tienda_platform.metrics import child, metrics_enabled
 
 CONSUMER_PENDING = Gauge(
     "tienda_consumer_pending",
@@ -60,26 +60,17 @@ def prometheus_middleware(service_name: str) -> RedisPrometheusMiddleware:
 
 
 class CachedChildren:
-    """A metric whose labels(**values) gives the child of that label set from a dict after
-    the first time. FastStream's MetricsManager calls labels() for every message published
-    and received, six times per message handled, and prometheus_client checks and joins the
-    values at each call. Label sets past a bound (there are a few per stream) go straight
-    to labels()."""
+    """A metric whose labels(**values) gives the child of that label set from
+    tienda_platform.metrics.child after the first time. FastStream's MetricsManager calls
+    labels() for every message published and received, six times per message handled."""
 
-    __slots__ = ("_children", "_metric")
+    __slots__ = ("_metric",)
 
     def __init__(self, metric: MetricWrapperBase) -> None:
         self._metric = metric
-        self._children: dict[tuple[tuple[str, str], ...], Any] = {}
 
     def labels(self, **values: str) -> Any:
-        key = tuple(values.items())
-        child = self._children.get(key)
-        if child is None:
-            child = self._metric.labels(**values)
-            if len(self._children) < 1024:
-                self._children[key] = child
-        return child
+        return child(self._metric, **values)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._metric, name)

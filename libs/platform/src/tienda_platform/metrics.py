@@ -24,9 +24,9 @@ def metrics_enabled() -> bool:
 
 
 @lru_cache(maxsize=4096)
-def child(metric: Any, *labels: str) -> Any:
-    """metric.labels(*labels), looked up once per label set: prometheus_client's labels()
-    checks and joins the values at every call (a dozen Python calls), and these are made
-    for every event and every RPC. The label sets are few and bounded, as Prometheus wants
-    them; the cache holds them for the life of the process, as the metric does."""
-    return metric.labels(*labels)
+def child(metric: Any, *labels: str, **named: str) -> Any:
+    """metric.labels(*labels, **named), looked up once per label set: prometheus_client's
+    labels() checks and joins the values at every call (a dozen Python calls), and these are
+    made for every event and every RPC. The label sets are few and bounded, as Prometheus
+    wants them; the cache holds them for the life of the process, as the metric does."""
+    return metric.labels(*labels, **named)

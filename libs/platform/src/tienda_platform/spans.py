@@ -254,11 +254,8 @@ class LeanSpan(Span):
             self._end_time = end_time if end_time is not None else time_ns()
             if type(self._attributes) is not dict:
                 self._attributes._immutable = True
-        processor, last = self._span_processor, _last
-        if getattr(processor, "_span_processors", None) is last[0]:
-            queues = last[1]  # the processors _batch_queues saw last: its answer, at no call
-        else:
-            queues = _batch_queues(processor)
+        processor = self._span_processor
+        queues = _batch_queues(processor)
         if queues is None:
             processor._on_ending(self)
             processor.on_end(self)
@@ -359,12 +356,8 @@ class LeanTracer(Tracer):
         )
         # what span.start() does, without its lock: no one else holds the span yet
         span._start_time = start_time if start_time is not None else time_ns()
-        processor, last = self.span_processor, _last
-        if getattr(processor, "_span_processors", None) is last[0]:
-            queues = last[1]  # as in LeanSpan.end
-        else:
-            queues = _batch_queues(processor)
-        if queues is None:  # a BatchSpanProcessor's on_start does nothing
+        processor = self.span_processor
+        if _batch_queues(processor) is None:  # a BatchSpanProcessor's on_start does nothing
             processor.on_start(span, parent_context=context)
         return span
 

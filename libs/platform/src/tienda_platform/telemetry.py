@@ -45,7 +45,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 
 from tienda_platform.events import trace_context, traced_context
-from tienda_platform.spans import LeanTracerProvider, in_sampled_trace
+from tienda_platform.spans import LeanTracerProvider, current_span_context, in_sampled_trace
 
 _configured = False
 # whether the SQL and Redis tracing is installed; the engines waiting for it until then
@@ -426,7 +426,7 @@ class ClientSpansInKeptTraces(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        current = trace.get_current_span().get_span_context()
+        current = current_span_context()
         if current.trace_flags.sampled or not current.is_valid:
             return await self._traced.intercept_unary_unary(
                 continuation, client_call_details, request
@@ -521,7 +521,7 @@ def exemplar() -> dict[str, str] | None:
     """The exemplar of a histogram observation made in a sampled trace: its trace id, under
     the label Grafana's Prometheus data source links to Jaeger with (`trace_id`); None
     outside one (a trace that is not kept has nothing to open)."""
-    context = trace.get_current_span().get_span_context()
+    context = current_span_context()
     if not context.trace_flags.sampled:
         return None
     return {"trace_id": format(context.trace_id, "032x")}
