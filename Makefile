@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MEMBERS := libs/contracts libs/platform auth_service product_service order_service gateway devstack
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS))
-# tienda-platform's C extension, compiled by its editable install
-EXTENSIONS := libs/platform/setup.py libs/platform/src/tienda_platform/_stackcache.c
+# tienda-platform's C extensions, compiled by its editable install
+EXTENSIONS := libs/platform/setup.py $(wildcard libs/platform/src/tienda_platform/_*.c)
 TEST_DIRS := libs/platform/tests auth_service/tests product_service/tests order_service/tests gateway/tests devstack/tests tests
 PYTEST_ARGS ?=
 
@@ -67,4 +67,4 @@ lock:
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
-	rm -f libs/platform/src/tienda_platform/_stackcache.*.so
+	rm -f libs/platform/src/tienda_platform/_*.so

@@ -300,7 +300,7 @@ def test_build_tools_subset_holds_every_built_members_backend(folder: str) -> No
     assert installed_closure(roots) <= set(subset)
 
 
-def test_the_builders_wheel_of_tienda_platform_carries_its_compiled_extension(
+def test_the_builders_wheel_of_tienda_platform_carries_its_compiled_extensions(
     tmp_path: Path,
 ) -> None:
     """`pip wheel --no-deps --no-build-isolation`, as the builder runs it (on a copy: the
@@ -323,8 +323,11 @@ def test_the_builders_wheel_of_tienda_platform_carries_its_compiled_extension(
     [wheel] = (tmp_path / "wheels").glob("tienda_platform-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
 
-    assert [n for n in names if n.startswith("tienda_platform/_stackcache.") and n.endswith(".so")]
-    assert "tienda_platform/_stackcache.pyi" in names
+    for extension in ("_stackcache", "_otlp"):
+        assert [
+            n for n in names if n.startswith(f"tienda_platform/{extension}.") and n.endswith(".so")
+        ]
+        assert f"tienda_platform/{extension}.pyi" in names
     assert "tienda_platform/stackcache.py" in names
     assert "tienda_platform/runtime.py" in names
 

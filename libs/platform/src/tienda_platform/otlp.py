@@ -1,12 +1,16 @@
 """OTLP span export with the message encoded straight to protobuf wire format.
 
 The OTLP exporter builds a protobuf object for every span, attribute and value, which took
-most of the export thread's time (`make bench` prints both encoders' CPU per span). The spans
-of an order repeat the same attributes over and over (`db.system`, `db.name`, each
-statement's text, `rpc.service`, the messaging attributes), so here each attribute's bytes
-are kept once encoded and a span costs a handful of byte joins. The request that goes out is
-the same message (`tests: test_platform_otlp` compares both encodings field by field), sent
-by the standard exporter, configured by the standard OTEL_EXPORTER_OTLP_* variables.
+most of the export thread's time (`make bench` prints both encoders' CPU per span). Here the
+spans of the common shape (a LeanSpan with plain attributes and no events, links or trace
+state: nearly every span of an order) are written by a few lines of C (_otlp.c); any other
+span is written in Python by SpanEncoder.span, which keeps each attribute's bytes once
+encoded (the spans of an order repeat the same attributes over and over). Both write the
+same bytes for the spans C takes (`tests: test_platform_otlp`), and the request that goes
+out is the SDK's message (compared field by field), sent by the standard exporter,
+configured by the standard OTEL_EXPORTER_OTLP_* variables. The export runs in the
+BatchSpanProcessor's thread, but under the interpreter's lock: every microsecond of it is
+one the service's event loop waits for.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
+from tienda_platform._otlp import encode_spans
 from tienda_platform.spans import LeanSpan
 
 _KINDS = {
@@ -106,16 +111,23 @@ class SpanEncoder:
 
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         # grouped by resource (by identity, see _resources) and scope, as the SDK's encoder does
-        grouped: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
+        grouped: dict[
+            int, tuple[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]]
+        ] = {}
         for span in spans:
-            _, scopes = grouped.setdefault(id(span.resource), (span.resource, {}))
-            scopes.setdefault(span.instrumentation_scope or None, []).append(self.span(span))
+            if type(span) is LeanSpan:  # its fields, without the properties' calls
+                resource, scope = span._resource, span._instrumentation_scope
+            else:
+                resource, scope = span.resource, span.instrumentation_scope
+            _, scopes = grouped.setdefault(id(resource), (resource, {}))
+            scopes.setdefault(scope or None, []).append(span)
         resource_spans = []
         for resource, scopes in grouped.values():
             scope_spans = []
-            for scope, encoded in scopes.items():
-                body = _field(b"\x0a", self._scope(scope)) + b"".join(
-                    _field(b"\x12", span) for span in encoded
+            for scope, members in scopes.items():
+                # each span's field (0x12): written in C, or by self.span for the others
+                body = _field(b"\x0a", self._scope(scope)) + encode_spans(
+                    members, LeanSpan, self.span
                 )
                 if scope is not None and scope.schema_url:
                     body += _field(b"\x1a", scope.schema_url.encode())

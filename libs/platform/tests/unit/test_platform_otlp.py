@@ -1,4 +1,5 @@
-"""The span encoder writes the very message the OpenTelemetry OTLP encoder builds."""
+"""The span encoder writes the very message the OpenTelemetry OTLP encoder builds, in C for
+the spans of the common shape and in Python for the others, the same bytes either way."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
-from tienda_platform.otlp import FastOTLPSpanExporter, SpanEncoder
+from tienda_platform._otlp import encode_spans as c_encode_spans
+from tienda_platform.otlp import FastOTLPSpanExporter, SpanEncoder, _field
+from tienda_platform.spans import LeanSpan, LeanTracerProvider
 
 pytestmark = pytest.mark.unit
 
@@ -127,3 +130,134 @@ def test_the_exporter_sends_the_same_request(spans: list[ReadableSpan]) -> None:
         assert exporter._translate_data(spans) == encode_spans(spans)
     finally:
         exporter.shutdown()
+
+
+def lean_spans(kept: InMemorySpanExporter) -> LeanTracerProvider:
+    provider = LeanTracerProvider(resource=Resource.create({"service.name": "order_service"}))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    return provider
+
+
+def python_fields(encoder: SpanEncoder, spans: list[ReadableSpan]) -> bytes:
+    """The `spans` fields of a ScopeSpans message, each span written by SpanEncoder.span."""
+    return b"".join(_field(b"\x12", encoder.span(span)) for span in spans)
+
+
+def test_lean_spans_of_the_common_shape_are_written_in_c_as_python_writes_them() -> None:
+    kept = InMemorySpanExporter()
+    provider = lean_spans(kept)
+    tracer = provider.get_tracer("tienda")
+    remote = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xFFFFFFFFFFFFFFFF,  # the largest span id: eight bytes, all set
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    values: dict[str, str | bool | int | float] = {
+        "text": "SELECT orders.id FROM orders WHERE orders.id = ?",
+        "long": "x" * 300,  # a length of two varint bytes
+        "empty": "",
+        "unicode": "café ☕",
+        "yes": True,
+        "no": False,
+        "zero": 0,
+        "small": 127,
+        "two bytes": 128,
+        "negative": -1,
+        "lowest": -(2**63),
+        "highest": 2**63 - 1,
+        "ratio": 0.25,
+        "negative zero": -0.0,
+        "infinite": float("inf"),
+    }
+    with tracer.start_as_current_span(
+        "tienda.order.events handle order.created",
+        context=trace.set_span_in_context(NonRecordingSpan(remote)),
+        kind=trace.SpanKind.CONSUMER,
+        attributes=values,
+    ):
+        for number, kind in enumerate(trace.SpanKind):
+            span = tracer.start_span(f"span {number}", kind=kind, attributes={"n": number})
+            if number == 1:
+                span.set_status(Status(StatusCode.ERROR, "database is locked"))
+            if number == 2:
+                span.set_status(Status(StatusCode.OK))
+            if number == 3:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
+    tracer.start_span("a root, no attributes").end()
+    spans = list(kept.get_finished_spans())
+    encoder = SpanEncoder()
+    refused: list[ReadableSpan] = []
+
+    def fallback(span: ReadableSpan) -> bytes:
+        refused.append(span)
+        return encoder.span(span)
+
+    assert all(type(span) is LeanSpan for span in spans)
+    assert c_encode_spans(spans, LeanSpan, fallback) == python_fields(encoder, spans)
+    assert refused == []
+    ours = ExportTraceServiceRequest.FromString(SpanEncoder().request(spans))
+    assert ours == encode_spans(spans)
+    provider.shutdown()
+
+
+def test_spans_of_other_shapes_are_written_by_the_python_encoder(
+    spans: list[ReadableSpan],
+) -> None:
+    """Events, links, a trace state, a value that is not plain, an attribute dict grown past
+    its limit, an int beyond 64 bits, a span of the SDK's: each goes to the fallback, which
+    writes it; the spans around them are still written in C."""
+    kept = InMemorySpanExporter()
+    provider = LeanTracerProvider(
+        resource=Resource.create({"service.name": "order_service"}),
+        span_limits=SpanLimits(max_span_attributes=2),
+    )
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("tienda")
+    stated = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "value")]),
+    )
+    common = tracer.start_span("common", attributes={"a": 1})
+    common.end()
+    with_event = tracer.start_span("with an event")
+    with_event.add_event("retry")
+    with_event.end()
+    tracer.start_span("with a link", links=[Link(stated)]).end()
+    tracer.start_span(
+        "in a trace with state", context=trace.set_span_in_context(NonRecordingSpan(stated))
+    ).end()
+    tracer.start_span("with a tuple", attributes={"numbers": (1, 2)}).end()
+    tracer.start_span("past the limit", attributes={"a": 1, "b": 2, "c": 3}).end()
+    tracer.start_span("huge", attributes={"n": 2**64 + 1}).end()
+    lean = list(kept.get_finished_spans())
+    mixed = [*lean, *spans]  # the fixture's are the SDK's spans
+    encoder = SpanEncoder()
+    refused: list[str] = []
+
+    def fallback(span: ReadableSpan) -> bytes:
+        refused.append(span.name)
+        return encoder.span(span)
+
+    assert c_encode_spans(mixed, LeanSpan, fallback) == python_fields(encoder, mixed)
+    assert refused == [span.name for span in mixed if span.name != "common"]
+    provider.shutdown()
+
+
+def test_an_error_in_the_fallback_is_raised() -> None:
+    kept = InMemorySpanExporter()
+    provider = lean_spans(kept)
+    provider.get_tracer("tienda").start_span("with a tuple", attributes={"t": (1,)}).end()
+
+    def fallback(_span: ReadableSpan) -> bytes:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        c_encode_spans(kept.get_finished_spans(), LeanSpan, fallback)
+    with pytest.raises(TypeError, match="bytes"):
+        c_encode_spans(kept.get_finished_spans(), LeanSpan, lambda _span: "text")
+    provider.shutdown()
