@@ -129,6 +129,16 @@ put_text(Buffer *buffer, unsigned char tag, PyObject *text)
     return 0;
 }
 
+/* What one call has worked out already, by object: the spans of a batch share their
+   traces' ids and trace states (a child's context holds its parent's objects), and the spans
+   passed in keep them alive until the call returns. */
+#define MEMO_SIZE 64
+typedef struct {
+    PyObject *trace_ids[MEMO_SIZE];
+    unsigned char trace_id_bytes[MEMO_SIZE][16];
+    PyObject *empty_trace_state; /* the last trace state found empty */
+} Memo;
+
 /* Interned attribute names, set at import. */
 static PyObject *s_context, *s_parent, *s_name, *s_kind, *s_start_time, *s_end_time,
     *s_attributes, *s_events, *s_links, *s_status, *s_status_code, *s_description, *s_value;
@@ -286,7 +296,7 @@ enum_number(PyObject *member, long *out)
 }
 
 static Outcome
-put_span(Buffer *buffer, PyObject *span)
+put_span(Buffer *buffer, PyObject *span, Memo *memo)
 {
     Outcome outcome = 0;
     PyObject *context = NULL, *parent = NULL, *name = NULL, *kind = NULL, *start = NULL,
@@ -330,19 +340,27 @@ put_span(Buffer *buffer, PyObject *span)
     REFUSE_UNLESS(description == Py_None || PyUnicode_CheckExact(description));
     {
         PyObject *trace_state = PyTuple_GET_ITEM(context, 4);
-        if (trace_state != Py_None) {
+        if (trace_state != Py_None && trace_state != memo->empty_trace_state) {
             int present = PyObject_IsTrue(trace_state);
             if (present < 0) {
                 outcome = -1;
                 goto done;
             }
             REFUSE_UNLESS(!present);
+            memo->empty_trace_state = trace_state;
         }
     }
 
-    unsigned char trace_id[16];
     uint64_t span_id, parent_id = 0, start_time = 0, end_time = 0;
-    CHECK(as_trace_id(PyTuple_GET_ITEM(context, 0), trace_id));
+    PyObject *trace_id_object = PyTuple_GET_ITEM(context, 0);
+    size_t slot = ((uintptr_t)trace_id_object >> 4) % MEMO_SIZE;
+    const unsigned char *trace_id = memo->trace_id_bytes[slot];
+    if (memo->trace_ids[slot] != trace_id_object) {
+        unsigned char converted[16];
+        CHECK(as_trace_id(trace_id_object, converted));
+        memcpy(memo->trace_id_bytes[slot], converted, 16);
+        memo->trace_ids[slot] = trace_id_object;
+    }
     CHECK(as_uint64(PyTuple_GET_ITEM(context, 1), &span_id));
     int parent_remote = 0;
     if (parent != Py_None) {
@@ -496,6 +514,8 @@ encode_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *lean_type = args[1], *fallback = args[2];
     Buffer buffer = {NULL, 0, 0};
+    Memo memo;
+    memset(&memo, 0, sizeof memo);
     PyObject *result = NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
     PyObject **spans = PySequence_Fast_ITEMS(sequence);
@@ -504,7 +524,7 @@ encode_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         size_t from = buffer.size;
         Outcome outcome = 0;
         if ((PyObject *)Py_TYPE(span) == lean_type) {
-            outcome = put_span(&buffer, span);
+            outcome = put_span(&buffer, span, &memo);
             if (outcome < 0) {
                 goto done;
             }

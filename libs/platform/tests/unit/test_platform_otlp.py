@@ -4,14 +4,20 @@ the spans of the common shape and in Python for the others, the same bytes eithe
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent import futures
 
+import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
@@ -124,12 +130,43 @@ def test_attributes_taken_from_the_cache_encode_the_same(spans: list[ReadableSpa
         assert ExportTraceServiceRequest.FromString(encoder.request(spans)) == expected
 
 
-def test_the_exporter_sends_the_same_request(spans: list[ReadableSpan]) -> None:
-    exporter = FastOTLPSpanExporter(endpoint="localhost:4317", insecure=True)
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """A real OTLP/gRPC trace receiver: keeps every request it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+
+    def Export(self, request: ExportTraceServiceRequest, context: object) -> object:
+        self.requests.append(request)
+        return ExportTraceServiceResponse()
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, int]]:
+    kept = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(kept, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield kept, port
+    server.stop(None)
+
+
+def test_the_exporter_sends_the_sdk_request_over_grpc(
+    spans: list[ReadableSpan], receiver: tuple[Receiver, int]
+) -> None:
+    """The request's bytes go out as SpanEncoder wrote them, and the receiver parses the
+    message the SDK's exporter would have sent, once per export; after the channel is opened
+    again (as the exporter does after an UNAVAILABLE) it still sends bytes."""
+    kept, port = receiver
+    exporter = FastOTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
     try:
-        assert exporter._translate_data(spans) == encode_spans(spans)
+        assert exporter.export(spans) == SpanExportResult.SUCCESS
+        exporter._initialize_channel_and_stub()
+        assert exporter.export(spans[:2]) == SpanExportResult.SUCCESS
     finally:
         exporter.shutdown()
+    assert kept.requests == [encode_spans(spans), encode_spans(spans[:2])]
 
 
 def lean_spans(kept: InMemorySpanExporter) -> LeanTracerProvider:
@@ -186,6 +223,11 @@ def test_lean_spans_of_the_common_shape_are_written_in_c_as_python_writes_them()
                 span.set_status(Status(StatusCode.ERROR))
             span.end()
     tracer.start_span("a root, no attributes").end()
+    # spans of many traces, in turn: more trace ids than the C side remembers in one call
+    roots = [tracer.start_span(f"root {number}") for number in range(150)]
+    for root in roots:
+        tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+        root.end()
     spans = list(kept.get_finished_spans())
     encoder = SpanEncoder()
     refused: list[ReadableSpan] = []
