@@ -297,9 +297,9 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
 
     The exporter makes its stub from `_stub` whenever it opens its channel (at the start,
     and again after an UNAVAILABLE), and hands `_translate_data`'s answer to its Export:
-    these two names are the SDK's, pinned in requirements.lock, and
-    tests/deploy/test_deploy_traces and test_platform_otlp send through it to a real
-    receiver."""
+    these two names are the SDK's, pinned in requirements.lock. test_platform_otlp sends
+    through it to a real receiver, and so do the services in the end-to-end tests (tests/,
+    whose stacks export to an OTLP receiver)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
