@@ -39,6 +39,19 @@ def provider(
     return provider
 
 
+def remote_context(
+    span_id: int = 0x00F067AA0BA902B7, trace_state: TraceState | None = None
+) -> SpanContext:
+    """The context of a sampled span in another process."""
+    return SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=trace_state,
+    )
+
+
 @pytest.fixture
 def spans() -> Iterator[list[ReadableSpan]]:
     """Spans with every kind of content: each value type, events, links, statuses, remote
@@ -50,13 +63,7 @@ def spans() -> Iterator[list[ReadableSpan]]:
     )
     tracer = first.get_tracer("tienda", "0.1.0", schema_url="https://opentelemetry.io/schemas/1")
     sql = first.get_tracer("tienda.sql")
-    remote = SpanContext(
-        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
-        span_id=0x00F067AA0BA902B7,
-        is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-        trace_state=TraceState([("vendor", "value"), ("other", "x")]),
-    )
+    remote = remote_context(trace_state=TraceState([("vendor", "value"), ("other", "x")]))
     values = {
         "text": "SELECT orders.id FROM orders WHERE orders.id = ?",
         "empty": "",
@@ -184,12 +191,7 @@ def test_lean_spans_of_the_common_shape_are_written_in_c_as_python_writes_them()
     kept = InMemorySpanExporter()
     provider = lean_spans(kept)
     tracer = provider.get_tracer("tienda")
-    remote = SpanContext(
-        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
-        span_id=0xFFFFFFFFFFFFFFFF,  # the largest span id: eight bytes, all set
-        is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    )
+    remote = remote_context(span_id=0xFFFFFFFFFFFFFFFF)  # the largest: eight bytes, all set
     values: dict[str, str | bool | int | float] = {
         "text": "SELECT orders.id FROM orders WHERE orders.id = ?",
         "long": "x" * 300,  # a length of two varint bytes
@@ -257,13 +259,7 @@ def test_spans_of_other_shapes_are_written_by_the_python_encoder(
     )
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("tienda")
-    stated = SpanContext(
-        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
-        span_id=0x00F067AA0BA902B7,
-        is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-        trace_state=TraceState([("vendor", "value")]),
-    )
+    stated = remote_context(trace_state=TraceState([("vendor", "value")]))
     common = tracer.start_span("common", attributes={"a": 1})
     common.end()
     with_event = tracer.start_span("with an event")
