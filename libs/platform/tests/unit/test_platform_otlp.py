@@ -3,6 +3,7 @@ the spans of the common shape and in Python for the others, the same bytes eithe
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -298,4 +299,61 @@ def test_an_error_in_the_fallback_is_raised() -> None:
         c_encode_spans(kept.get_finished_spans(), LeanSpan, fallback)
     with pytest.raises(TypeError, match="bytes"):
         c_encode_spans(kept.get_finished_spans(), LeanSpan, lambda _span: "text")
+    provider.shutdown()
+
+
+def test_random_spans_are_written_by_c_as_by_python() -> None:
+    """Two thousand spans of random names, kinds, statuses, parents and plain attributes
+    (strings of every width of UTF-8, ints across the int64 range and beyond, floats,
+    booleans), with a fixed seed: C writes each as Python does, or hands it to Python."""
+    chance = random.Random(20261207)
+    kept = InMemorySpanExporter()
+    provider = lean_spans(kept)
+    tracer = provider.get_tracer("tienda")
+
+    def text() -> str:
+        alphabet = "aZ09 _-/.é€☕😀"
+        return "".join(chance.choice(alphabet) for _ in range(chance.choice((0, 1, 5, 130))))
+
+    def value() -> str | bool | int | float:
+        return chance.choice(
+            (
+                text(),
+                chance.random() < 0.5,
+                chance.randint(-(2**63), 2**63 - 1),
+                chance.randint(0, 300),
+                chance.choice((2**64, -(2**64) - 1)),
+                chance.uniform(-1e9, 1e9),
+            )
+        )
+
+    parents = [None, remote_context(span_id=chance.getrandbits(64) or 1)]
+    for number in range(2000):
+        parent = chance.choice(parents)
+        span = tracer.start_span(
+            text() or "unnamed",
+            context=trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None,
+            kind=chance.choice(list(trace.SpanKind)),
+            attributes={f"key.{key}": value() for key in range(chance.randint(0, 6))},
+        )
+        if number % 3 == 0:
+            span.set_status(Status(chance.choice(list(StatusCode)), text() or None))
+        span.end()
+        if number % 50 == 0:
+            parents.append(span.get_span_context())
+    spans = list(kept.get_finished_spans())
+    encoder = SpanEncoder()
+    refused: list[ReadableSpan] = []
+
+    def fallback(span: ReadableSpan) -> bytes:
+        refused.append(span)
+        return encoder.span(span)
+
+    assert c_encode_spans(spans, LeanSpan, fallback) == python_fields(encoder, spans)
+    beyond_64_bits = [
+        span
+        for span in spans
+        if any(type(v) is int and not -(2**63) <= v < 2**63 for v in span.attributes.values())
+    ]
+    assert refused == beyond_64_bits
     provider.shutdown()
