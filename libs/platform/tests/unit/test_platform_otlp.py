@@ -183,9 +183,19 @@ def lean_spans(kept: InMemorySpanExporter) -> LeanTracerProvider:
     return provider
 
 
-def python_fields(encoder: SpanEncoder, spans: list[ReadableSpan]) -> bytes:
-    """The `spans` fields of a ScopeSpans message, each span written by SpanEncoder.span."""
-    return b"".join(_field(b"\x12", encoder.span(span)) for span in spans)
+def written_both_ways(spans: list[ReadableSpan]) -> tuple[bytes, bytes, list[ReadableSpan]]:
+    """The `spans` fields of a ScopeSpans message as encode_spans writes them, as written
+    with every span by SpanEncoder.span, and the spans that encode_spans handed to Python."""
+    encoder = SpanEncoder()
+    refused: list[ReadableSpan] = []
+
+    def fallback(span: ReadableSpan) -> bytes:
+        refused.append(span)
+        return encoder.span(span)
+
+    in_c = c_encode_spans(spans, LeanSpan, fallback)
+    in_python = b"".join(_field(b"\x12", encoder.span(span)) for span in spans)
+    return in_c, in_python, refused
 
 
 def test_lean_spans_of_the_common_shape_are_written_in_c_as_python_writes_them() -> None:
@@ -232,15 +242,10 @@ def test_lean_spans_of_the_common_shape_are_written_in_c_as_python_writes_them()
         tracer.start_span("child", context=trace.set_span_in_context(root)).end()
         root.end()
     spans = list(kept.get_finished_spans())
-    encoder = SpanEncoder()
-    refused: list[ReadableSpan] = []
-
-    def fallback(span: ReadableSpan) -> bytes:
-        refused.append(span)
-        return encoder.span(span)
+    in_c, in_python, refused = written_both_ways(spans)
 
     assert all(type(span) is LeanSpan for span in spans)
-    assert c_encode_spans(spans, LeanSpan, fallback) == python_fields(encoder, spans)
+    assert in_c == in_python
     assert refused == []
     ours = ExportTraceServiceRequest.FromString(SpanEncoder().request(spans))
     assert ours == encode_spans(spans)
@@ -275,15 +280,10 @@ def test_spans_of_other_shapes_are_written_by_the_python_encoder(
     tracer.start_span("huge", attributes={"n": 2**64 + 1}).end()
     lean = list(kept.get_finished_spans())
     mixed = [*lean, *spans]  # the fixture's are the SDK's spans
-    encoder = SpanEncoder()
-    refused: list[str] = []
+    in_c, in_python, refused = written_both_ways(mixed)
 
-    def fallback(span: ReadableSpan) -> bytes:
-        refused.append(span.name)
-        return encoder.span(span)
-
-    assert c_encode_spans(mixed, LeanSpan, fallback) == python_fields(encoder, mixed)
-    assert refused == [span.name for span in mixed if span.name != "common"]
+    assert in_c == in_python
+    assert [span.name for span in refused] == [span.name for span in mixed if span.name != "common"]
     provider.shutdown()
 
 
@@ -342,14 +342,9 @@ def test_random_spans_are_written_by_c_as_by_python() -> None:
         if number % 50 == 0:
             parents.append(span.get_span_context())
     spans = list(kept.get_finished_spans())
-    encoder = SpanEncoder()
-    refused: list[ReadableSpan] = []
+    in_c, in_python, refused = written_both_ways(spans)
 
-    def fallback(span: ReadableSpan) -> bytes:
-        refused.append(span)
-        return encoder.span(span)
-
-    assert c_encode_spans(spans, LeanSpan, fallback) == python_fields(encoder, spans)
+    assert in_c == in_python
     beyond_64_bits = [
         span
         for span in spans
