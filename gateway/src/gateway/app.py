@@ -23,7 +23,7 @@ from tienda_platform.ids import new_id
 from tienda_platform.metrics import metrics_enabled
 from tienda_platform.proto_schemas import Comments
 
-from gateway import __version__, composition, docs
+from gateway import __version__, composition, docs, tracing
 from gateway.config import Settings
 from gateway.endpoints import Readiness, RpcEndpoint, healthz, metrics_page
 from gateway.errors import ApiError, internal_error
@@ -32,6 +32,7 @@ from gateway.openapi import build_document
 from gateway.routing import Handler, Route, RouteTable
 from gateway.rules import contract_services, http_bindings
 from gateway.templates import parse_template
+from gateway.tracing import ServerSpans
 from gateway.transcoding import RequestBuilder
 from gateway.upstreams import Upstreams
 
@@ -130,6 +131,10 @@ def build_routes(
     return table
 
 
+# probes and scrapes are noise in Jaeger
+UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
 def _span_name(scope: Scope) -> tuple[str, dict[str, str]]:
     # The method only: the dispatcher renames the span after the route template, so span
     # names never carry ids.
@@ -140,19 +145,20 @@ def _middleware() -> list[Middleware]:
     """Server spans (when tracing is on) around request metrics and the access log, so the
     log line carries the trace id; the gRPC channels propagate the trace upstream."""
     middleware = [Middleware(RequestObservability)]
-    if telemetry.tracing_configured():
+    if not telemetry.tracing_configured():
+        return middleware
+    if tracing.covers_configuration():
+        spans = Middleware(ServerSpans, excluded_paths=UNTRACED_PATHS)
+    else:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-        middleware.insert(
-            0,
-            Middleware(
-                OpenTelemetryMiddleware,
-                default_span_details=_span_name,
-                exclude_spans=["receive", "send"],
-                excluded_urls="/healthz,/readyz,/metrics",  # probes and scrapes are noise
-            ),
+        spans = Middleware(
+            OpenTelemetryMiddleware,
+            default_span_details=_span_name,
+            exclude_spans=["receive", "send"],
+            excluded_urls=",".join(UNTRACED_PATHS),
         )
-    return middleware
+    return [spans, *middleware]
 
 
 def create_app(*, settings: Settings) -> Starlette:
