@@ -42,6 +42,7 @@ from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
 from tienda_devstack.bench_hot_paths import (
     current_span_us,
     greenlet_spawn_us,
+    server_span_us,
     span_encoding_us,
     span_recording_us,
     token_check_us,
@@ -401,6 +402,11 @@ def section_hot_paths() -> None:
     print(
         f"  current span (with)   SDK provider{sdk:6.1f} us/span   tienda_platform.spans"
         f"{ours:6.1f} us/span   ratio {ours / sdk:.2f}"
+    )
+    asgi, ours = server_span_us()
+    print(
+        f"  gateway server span   ASGI instr. {asgi:6.1f} us/request ServerSpans"
+        f"          {ours:6.1f} us/request ratio {ours / asgi:.2f}"
     )
     sdk, ours = span_encoding_us()
     print(

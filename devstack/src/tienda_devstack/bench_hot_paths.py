@@ -1,6 +1,8 @@
 """Per-call costs on every order's path, each against what it replaced: recording a span
 and opening a current span's block (tienda_platform.spans against the SDK's tracer
-provider), OTLP span encoding (tienda_platform.otlp against the SDK's encoder) and
+provider), the gateway's server span for a request (gateway.tracing.ServerSpans against
+OpenTelemetry's ASGI middleware), OTLP span encoding (tienda_platform.otlp against the
+SDK's encoder) and
 access-token checks (a token already checked, from TokenVerifier's cache, against a full
 check), each in this process; and the greenlet SQLAlchemy's asyncio layer runs each awaited
 database call in, with tienda_platform.stackcache and without, each in a process of its own
@@ -15,8 +17,11 @@ import time
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from gateway.app import UNTRACED_PATHS, _span_name
+from gateway.tracing import ServerSpans
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -111,6 +116,79 @@ def current_span_us(rounds: int = 30) -> tuple[float, float]:
             pass
 
     return _per_span_us("POST /v1/orders", one, rounds)
+
+
+def server_span_us(requests: int = 2000, rounds: int = 5) -> tuple[float, float]:
+    """Microseconds of CPU per request for the gateway's server span, from the request's
+    scope (an order placed, with the headers an HTTP client sends) to the span queued for
+    export: OpenTelemetry's ASGI middleware with the options the gateway gave it, then
+    ServerSpans (the best of `rounds` rounds of `requests` requests each, around an app that
+    renames the span after its route and answers at once)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 51234),
+        "scheme": "http",
+        "method": "POST",
+        "root_path": "",
+        "path": "/v1/orders",
+        "raw_path": b"/v1/orders",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8080"),
+            (b"accept", b"*/*"),
+            (b"accept-encoding", b"gzip, deflate"),
+            (b"connection", b"keep-alive"),
+            (b"user-agent", b"python-httpx/0.28.1"),
+            (b"authorization", b"Bearer " + b"x" * 300),
+            (b"idempotency-key", b"0193a8f2-0000-7000-8000-000000000000"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"86"),
+        ],
+    }
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.update_name("POST /v1/orders")
+            span.set_attribute("http.route", "/v1/orders")
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    async def measure(middleware: Callable) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.process_time()
+            for _ in range(requests):
+                await middleware(dict(scope), receive, send)
+            best = min(best, time.process_time() - started)
+        return best * 1e6 / requests
+
+    costs = []
+    for wrap in (
+        lambda provider: OpenTelemetryMiddleware(
+            app,
+            default_span_details=_span_name,
+            exclude_spans=["receive", "send"],
+            excluded_urls=",".join(UNTRACED_PATHS),
+            tracer_provider=provider,
+        ),
+        lambda provider: ServerSpans(app, excluded_paths=UNTRACED_PATHS, tracer_provider=provider),
+    ):
+        provider = LeanTracerProvider(sampler=configured_sampler())
+        provider.add_span_processor(SpanProcessor())
+        costs.append(asyncio.run(measure(wrap(provider))))
+        provider.shutdown()
+    return costs[0], costs[1]
 
 
 def span_encoding_us(rounds: int = 20) -> tuple[float, float]:
