@@ -42,6 +42,7 @@ from tienda_devstack.bench_events import EVENTS, pipeline_rate, raw_redis_rate
 from tienda_devstack.bench_hot_paths import (
     current_span_us,
     greenlet_spawn_us,
+    grpc_server_span_us,
     server_span_us,
     span_encoding_us,
     span_recording_us,
@@ -407,6 +408,11 @@ def section_hot_paths() -> None:
     print(
         f"  gateway server span   ASGI instr. {asgi:6.1f} us/request ServerSpans"
         f"          {ours:6.1f} us/request ratio {ours / asgi:.2f}"
+    )
+    instrumentation, ours = grpc_server_span_us()
+    print(
+        f"  gRPC server span      instr.      {instrumentation:6.1f} us/call    ServerCallSpans"
+        f"      {ours:6.1f} us/call    ratio {ours / instrumentation:.2f}"
     )
     sdk, ours = span_encoding_us()
     print(

@@ -1,7 +1,9 @@
 """Per-call costs on every order's path, each against what it replaced: recording a span
 and opening a current span's block (tienda_platform.spans against the SDK's tracer
 provider), the gateway's server span for a request (gateway.tracing.ServerSpans against
-OpenTelemetry's ASGI middleware), OTLP span encoding (tienda_platform.otlp against the
+OpenTelemetry's ASGI middleware), a service's server span for a gRPC call
+(tienda_platform.grpc_spans.ServerCallSpans against the gRPC instrumentation's aio server
+interceptor), OTLP span encoding (tienda_platform.otlp against the
 SDK's encoder) and
 access-token checks (a token already checked, from TokenVerifier's cache, against a full
 check), each in this process; and the greenlet SQLAlchemy's asyncio layer runs each awaited
@@ -15,17 +17,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway.app import UNTRACED_PATHS, _span_name
+from gateway.app import UNTRACED_PATHS, method_span_name
 from gateway.tracing import ServerSpans
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.types import Message, Receive, Scope, Send
+from tienda_platform.grpc_spans import ServerCallSpans
 from tienda_platform.otlp import SpanEncoder
 from tienda_platform.spans import LeanTracerProvider
 from tienda_platform.telemetry import configured_sampler
@@ -149,7 +156,7 @@ def server_span_us(requests: int = 2000, rounds: int = 5) -> tuple[float, float]
         ],
     }
 
-    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         span = trace.get_current_span()
         if span.is_recording():
             span.update_name("POST /v1/orders")
@@ -158,10 +165,10 @@ def server_span_us(requests: int = 2000, rounds: int = 5) -> tuple[float, float]
         await send({"type": "http.response.start", "status": 201, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def send(message: dict) -> None:
+    async def send(message: Message) -> None:
         pass
 
     async def measure(middleware: Callable) -> float:
@@ -177,7 +184,7 @@ def server_span_us(requests: int = 2000, rounds: int = 5) -> tuple[float, float]
     for wrap in (
         lambda provider: OpenTelemetryMiddleware(
             app,
-            default_span_details=_span_name,
+            default_span_details=method_span_name,
             exclude_spans=["receive", "send"],
             excluded_urls=",".join(UNTRACED_PATHS),
             tracer_provider=provider,
@@ -187,6 +194,70 @@ def server_span_us(requests: int = 2000, rounds: int = 5) -> tuple[float, float]
         provider = LeanTracerProvider(sampler=configured_sampler())
         provider.add_span_processor(SpanProcessor())
         costs.append(asyncio.run(measure(wrap(provider))))
+        provider.shutdown()
+    return costs[0], costs[1]
+
+
+class _Metadatum(NamedTuple):
+    key: str
+    value: str
+
+
+class _ServicerContext:
+    """What a handler's context gives the server span: the call's metadata (a caller's
+    sampled trace), its peer and its status."""
+
+    metadata = (
+        _Metadatum("user-agent", "grpc-python-asyncio/1.70.0 grpc-c/45.0.0 (linux; chttp2)"),
+        _Metadatum("authorization", "Bearer " + "x" * 300),
+        _Metadatum("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    )
+
+    def invocation_metadata(self) -> tuple[_Metadatum, ...]:
+        return self.metadata
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:51234"
+
+    def code(self) -> None:
+        return None
+
+    def details(self) -> str:
+        return ""
+
+
+def grpc_server_span_us(calls: int = 2000, rounds: int = 5) -> tuple[float, float]:
+    """Microseconds of CPU per unary call for a service's server span, from the call's
+    details to the span queued for export, around a handler that answers at once: the gRPC
+    instrumentation's aio server interceptor, then ServerCallSpans (the best of `rounds`
+    rounds of `calls` calls each)."""
+    details = grpc.HandlerCallDetails()
+    details.method = "/tienda.product.v1.ProductService/ReserveStock"
+    details.invocation_metadata = _ServicerContext.metadata
+
+    async def answer(request: bytes, context: Any) -> bytes:
+        return request
+
+    handler = grpc.unary_unary_rpc_method_handler(answer)
+
+    async def found(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return handler
+
+    async def measure(interceptor: Any) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.process_time()
+            for _ in range(calls):
+                traced = await interceptor.intercept_service(found, details)
+                await traced.unary_unary(b"request", _ServicerContext())
+            best = min(best, time.process_time() - started)
+        return best * 1e6 / calls
+
+    costs = []
+    for make in (aio_server_interceptor, ServerCallSpans):
+        provider = LeanTracerProvider(sampler=configured_sampler())
+        provider.add_span_processor(SpanProcessor())
+        costs.append(asyncio.run(measure(make(tracer_provider=provider))))
         provider.shutdown()
     return costs[0], costs[1]
 

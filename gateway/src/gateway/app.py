@@ -135,7 +135,7 @@ def build_routes(
 UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
-def _span_name(scope: Scope) -> tuple[str, dict[str, str]]:
+def method_span_name(scope: Scope) -> tuple[str, dict[str, str]]:
     # The method only: the dispatcher renames the span after the route template, so span
     # names never carry ids.
     return str(scope.get("method", "HTTP")), {}
@@ -154,7 +154,7 @@ def _middleware() -> list[Middleware]:
 
         spans = Middleware(
             OpenTelemetryMiddleware,
-            default_span_details=_span_name,
+            default_span_details=method_span_name,
             exclude_spans=["receive", "send"],
             excluded_urls=",".join(UNTRACED_PATHS),
         )

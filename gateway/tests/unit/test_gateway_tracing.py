@@ -257,7 +257,7 @@ def the_sdk_middleware(app: App, provider: TracerProvider) -> App:
     # the options gateway.app gave it
     return OpenTelemetryMiddleware(
         app,
-        default_span_details=gateway_app._span_name,
+        default_span_details=gateway_app.method_span_name,
         exclude_spans=["receive", "send"],
         excluded_urls=",".join(EXCLUDED),
         tracer_provider=provider,

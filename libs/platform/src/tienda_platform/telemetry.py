@@ -391,9 +391,9 @@ def _traced(details: Any) -> bool:
 def server_interceptors() -> list[Any]:
     if not _configured:
         return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from tienda_platform.grpc_spans import ServerCallSpans
 
-    return [ServerSpansInKeptTraces(aio_server_interceptor(filter_=_traced))]
+    return [ServerSpansInKeptTraces(ServerCallSpans(filter_=_traced))]
 
 
 def client_interceptors() -> list[Any]:

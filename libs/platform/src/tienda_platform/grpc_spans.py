@@ -1,0 +1,164 @@
+"""A server span for every unary gRPC call: the span the gRPC instrumentation's aio server
+interceptor makes, for half its cost.
+
+`ServerCallSpans` records, for each unary call it lets through its filter, what
+opentelemetry-instrumentation-grpc's OpenTelemetryAioServerInterceptor records: a SERVER span
+named after the full method, in the caller's trace (read from the call's metadata by the
+configured propagators, whose baggage is current while the call runs), with rpc.system,
+rpc.service, rpc.method, rpc.grpc.status_code, rpc.user_agent, net.peer.ip, net.peer.port
+and net.peer.name ("localhost" for a loopback peer); the status the call ends with (set by
+`abort` or `set_code` and `set_details`), as that interceptor maps it (ERROR for UNKNOWN,
+DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and DATA_LOSS); and an exception that
+leaves the handler, recorded as there (twice, but for a bare `Exception`: once by the
+interceptor, once by the span's block).
+
+That interceptor, at every call, wraps the servicer context in a wrapt proxy to see the
+status as it is set, enters two generator-based context managers, reads the metadata twice
+and parses the peer address again. ServerCallSpans reads the status from the context once
+the handler is done (`code()` and `details()`: what `abort` and `set_code` left there), and
+keeps each method's and each peer's attributes. Streaming calls (none of tienda's own: only
+the health service's Watch, which the services leave untraced) go to that interceptor.
+libs/platform/tests/unit/test_platform_grpc_spans.py makes the same calls, on a real server,
+through both and compares the spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+from loguru import logger
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc._utilities import _server_status
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.propagate import extract
+
+_OK = grpc.StatusCode.OK
+_CACHED = 1000  # methods and peers remembered (a few of each in practice); bounded anyway
+
+
+class ServerCallSpans(grpc.aio.ServerInterceptor):
+    """See the module's docstring."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        filter_: Callable[[grpc.HandlerCallDetails], bool] | None = None,
+    ) -> None:
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._filter = filter_
+        self._streams = aio_server_interceptor(tracer_provider=tracer_provider, filter_=filter_)
+        self._methods: dict[str, dict[str, Any]] = {}
+        self._peers: dict[str, dict[str, Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if not is_instrumentation_enabled() or (
+            self._filter is not None and not self._filter(handler_call_details)
+        ):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary is None:  # a stream: the instrumentation's, as found already
+
+            async def found(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+                return handler
+
+            return await self._streams.intercept_service(found, handler_call_details)
+        behavior = handler.unary_unary
+        method: str = handler_call_details.method
+        tracer = self._tracer
+        method_attributes = self._method_attributes(method)
+
+        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = context.invocation_metadata()
+            carrier = dict(metadata) if metadata else {}
+            parent = extract(carrier) if metadata else None
+            attributes = dict(method_attributes)
+            user_agent = carrier.get("user-agent")
+            if user_agent is not None:
+                attributes["rpc.user_agent"] = user_agent
+            attributes.update(self._peer_attributes(context.peer()))
+            span = tracer.start_span(
+                method,
+                context=parent,
+                kind=trace.SpanKind.SERVER,
+                attributes=attributes,
+                set_status_on_exception=False,
+            )
+            token = context_api.attach(trace.set_span_in_context(span, parent))
+            aborted = False
+            try:
+                return await behavior(request, context)
+            except Exception as error:
+                aborted = isinstance(error, grpc.aio.AbortError)
+                if span.is_recording():
+                    if type(error) is not Exception:
+                        span.record_exception(error)  # by the instrumentation's interceptor
+                    span.record_exception(error)  # by its span's block
+                raise
+            finally:
+                context_api.detach(token)
+                _end_status(span, context, aborted=aborted)
+                span.end()
+
+        return grpc.unary_unary_rpc_method_handler(
+            traced,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _method_attributes(self, method: str) -> dict[str, Any]:
+        found = self._methods.get(method)
+        if found is None:
+            found = {"rpc.system": "grpc", "rpc.grpc.status_code": _OK.value[0]}
+            if method:
+                service, name = method.lstrip("/").split("/", 1)
+                found["rpc.method"] = name
+                found["rpc.service"] = service
+            if len(self._methods) >= _CACHED:
+                self._methods.clear()
+            self._methods[method] = found
+        return found
+
+    def _peer_attributes(self, peer: str) -> dict[str, Any]:
+        # "ipv4:127.0.0.1:57284", "ipv6:%5B::1%5D:57284", "ipv4:10.2.1.1:57284,127.0.0.1:57284"
+        found = self._peers.get(peer)
+        if found is None:
+            found = {}
+            if not peer.startswith("unix:"):
+                try:
+                    ip, port = peer.split(",")[0].split(":", 1)[1].rsplit(":", 1)
+                except (IndexError, ValueError):
+                    logger.warning("Failed to parse peer address '{peer}'", peer=peer)
+                else:
+                    ip = unquote(ip)
+                    found = {"net.peer.ip": ip, "net.peer.port": port}
+                    if ip in ("[::1]", "127.0.0.1"):
+                        found["net.peer.name"] = "localhost"
+            if len(self._peers) >= _CACHED:
+                self._peers.clear()
+            self._peers[peer] = found
+        return found
+
+
+def _end_status(span: trace.Span, context: grpc.aio.ServicerContext, *, aborted: bool) -> None:
+    """The status code (and ERROR status) the call ends with, as the instrumentation's
+    context wrapper records it when `abort` or `set_code` is called."""
+    code = context.code()
+    if code is None or not span.is_recording():
+        return
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    details = context.details()
+    if aborted:
+        span.set_status(_server_status(code, details))
+    elif code != _OK:
+        span.set_status(_server_status(code, details or code.value[1]))
