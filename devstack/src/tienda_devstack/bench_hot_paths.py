@@ -203,6 +203,11 @@ class _Metadatum(NamedTuple):
     value: str
 
 
+class _CallDetails(NamedTuple):
+    method: str
+    invocation_metadata: tuple[_Metadatum, ...]
+
+
 class _ServicerContext:
     """What a handler's context gives the server span: the call's metadata (a caller's
     sampled trace), its peer and its status."""
@@ -231,9 +236,9 @@ def grpc_server_span_us(calls: int = 2000, rounds: int = 5) -> tuple[float, floa
     details to the span queued for export, around a handler that answers at once: the gRPC
     instrumentation's aio server interceptor, then ServerCallSpans (the best of `rounds`
     rounds of `calls` calls each)."""
-    details = grpc.HandlerCallDetails()
-    details.method = "/tienda.product.v1.ProductService/ReserveStock"
-    details.invocation_metadata = _ServicerContext.metadata
+    details = _CallDetails(
+        "/tienda.product.v1.ProductService/ReserveStock", _ServicerContext.metadata
+    )
 
     async def answer(request: bytes, context: Any) -> bytes:
         return request
