@@ -1,5 +1,5 @@
-"""A server span for every unary gRPC call: the span the gRPC instrumentation's aio server
-interceptor makes, for half its cost.
+"""Server and client spans for every unary gRPC call: the spans the gRPC instrumentation's
+aio interceptors make, for a fraction of their cost.
 
 `ServerCallSpans` records, for each unary call it lets through its filter, what
 opentelemetry-instrumentation-grpc's OpenTelemetryAioServerInterceptor records: a SERVER span
@@ -18,6 +18,18 @@ and parses the peer address again. ServerCallSpans reads the status from the con
 the handler is done (`code()` and `details()`: what `abort` and `set_code` left there), and
 keeps each method's and each peer's attributes. Streaming calls (none of tienda's own: only
 the health service's Watch, which the services leave untraced) go to that interceptor.
+
+`ClientCallSpans` records what the instrumentation's UnaryUnaryAioClientInterceptor records:
+a CLIENT span named after the full method, current while the call runs, with rpc.system,
+rpc.service, rpc.method and rpc.grpc.status_code, and an ERROR status with the status's
+details when the call fails; the configured propagators write the trace into the call's
+metadata. That interceptor learns how the call ended by awaiting the call's `code()` and
+`details()`, two round trips through grpc.aio's interceptor machinery, and ends the span in
+a done callback; ClientCallSpans awaits the answer once (which the caller's await then reads
+again, as the metrics interceptor does), and reads a failure's status from its AioRpcError.
+It ends the span of a call that is cancelled while it waits, which the instrumentation's
+leaves open (never exported). Streaming calls are the instrumentation's.
+
 libs/platform/tests/unit/test_platform_grpc_spans.py makes the same calls, on a real server,
 through both and compares the spans.
 """
@@ -33,9 +45,11 @@ from loguru import logger
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc._client import _carrier_setter
 from opentelemetry.instrumentation.grpc._utilities import _server_status
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.propagate import extract
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Status, StatusCode
 
 _OK = grpc.StatusCode.OK
 _CACHED = 1000  # methods and peers remembered (a few of each in practice); bounded anyway
@@ -162,3 +176,69 @@ def _end_status(span: trace.Span, context: grpc.aio.ServicerContext, *, aborted:
         span.set_status(_server_status(code, details))
     elif code != _OK:
         span.set_status(_server_status(code, details or code.value[1]))
+
+
+class ClientCallSpans(grpc.aio.UnaryUnaryClientInterceptor):
+    """See the module's docstring."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._methods: dict[str, dict[str, Any]] = {}
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        if not is_instrumentation_enabled():
+            return await continuation(client_call_details, request)
+        method = client_call_details.method
+        if isinstance(method, bytes):  # grpc gives bytes (grpc/grpc#31092)
+            method = method.decode()
+        span = self._tracer.start_span(
+            method,
+            kind=trace.SpanKind.CLIENT,
+            attributes=self._method_attributes(method),
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        token = context_api.attach(trace.set_span_in_context(span))
+        try:
+            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+            inject(metadata, setter=_carrier_setter)
+            details = grpc.aio.ClientCallDetails(
+                client_call_details.method,
+                client_call_details.timeout,
+                metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+            try:
+                call = await continuation(details, request)
+            except grpc.aio.AioRpcError as error:  # as the instrumentation records it
+                span.set_attribute("rpc.grpc.status_code", error.code().value[0])
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                span.record_exception(error)
+                raise
+            try:
+                await call  # the answer, read again by the caller's await
+            except grpc.aio.AioRpcError as error:
+                span.set_attribute("rpc.grpc.status_code", error.code().value[0])
+                span.set_status(Status(StatusCode.ERROR, error.details()))
+            return call
+        finally:
+            context_api.detach(token)
+            span.end()
+
+    def _method_attributes(self, method: str) -> dict[str, Any]:
+        found = self._methods.get(method)
+        if found is None:
+            service, name = method.lstrip("/").split("/", 1)
+            found = {
+                "rpc.system": "grpc",
+                "rpc.grpc.status_code": _OK.value[0],
+                "rpc.method": name,
+                "rpc.service": service,
+            }
+            if len(self._methods) >= _CACHED:
+                self._methods.clear()
+            self._methods[method] = found
+        return found

@@ -401,8 +401,10 @@ def client_interceptors() -> list[Any]:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+    from tienda_platform.grpc_spans import ClientCallSpans
+
     return [
-        ClientSpansInKeptTraces(interceptor)
+        ClientSpansInKeptTraces(ClientCallSpans())
         if isinstance(interceptor, grpc.aio.UnaryUnaryClientInterceptor)
         else interceptor
         for interceptor in aio_client_interceptors()

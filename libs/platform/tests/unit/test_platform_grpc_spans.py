@@ -1,8 +1,9 @@
-"""ServerCallSpans records what the gRPC instrumentation's aio server interceptor records.
+"""ServerCallSpans and ClientCallSpans record what the gRPC instrumentation's aio server and
+client interceptors record.
 
 Each scene is one call, from a real client to a real grpc.aio server on loopback, made once
-with each interceptor on the server, each with a tracer provider of its own whose ids are
-counted from one. Their finished spans must agree in name, kind, ids, parent, attributes,
+with each interceptor (on the server, or on the client's channel), each with a tracer
+provider of its own whose ids are counted from one. Their finished spans must agree in name, kind, ids, parent, attributes,
 status and events (an exception's stack trace passes through different frames); so must
 what the handler saw as its current span and baggage, and what the client received.
 """
@@ -17,7 +18,8 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry import baggage, trace
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.instrumentation.grpc._server import OpenTelemetryServerInterceptor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -25,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 from tienda_platform import telemetry
-from tienda_platform.grpc_spans import ServerCallSpans
+from tienda_platform.grpc_spans import ClientCallSpans, ServerCallSpans
 from tienda_platform.spans import LeanTracerProvider
 
 pytestmark = pytest.mark.unit
@@ -313,3 +315,155 @@ def test_the_services_use_server_call_spans_within_the_kept_traces_layer() -> No
     [layer] = telemetry.server_interceptors()
     assert isinstance(layer, telemetry.ServerSpansInKeptTraces)
     assert isinstance(layer._traced, ServerCallSpans)
+
+
+# the client's side
+
+
+@dataclass
+class ClientScene:
+    method: str = "Call"
+    handler: Any = answer
+    metadata: tuple[tuple[str, str], ...] = (("authorization", "Bearer not-a-token"),)
+    in_span: bool = True
+    with_baggage: bool = False
+    timeout: float | None = None
+
+
+async def never_answering(request: bytes, context: Any) -> bytes:
+    await asyncio.Event().wait()
+    raise AssertionError("answered")
+
+
+CLIENT_SCENES: dict[str, ClientScene] = {
+    "a call in a trace": ClientScene(),
+    "a call outside any trace": ClientScene(in_span=False),
+    "a call without metadata of its own": ClientScene(metadata=()),
+    "a call carrying baggage": ClientScene(with_baggage=True),
+    "a call refused": ClientScene(handler=aborting(grpc.StatusCode.NOT_FOUND, "no such order")),
+    "a call that failed": ClientScene(handler=aborting(grpc.StatusCode.INTERNAL, "it broke")),
+    "a method the server does not have": ClientScene(method="Missing"),
+    "a call past its deadline": ClientScene(handler=never_answering, timeout=0.05),
+}
+
+
+def call_from_client(scene: ClientScene, make_interceptor: Callable[[TracerProvider], Any]) -> Any:
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(id_generator=CountedIds())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    received: list[dict[str, str]] = []
+
+    async def handled(request: bytes, context: Any) -> Any:
+        received.append(dict(context.invocation_metadata()))
+        return await scene.handler(request, context)
+
+    async def call() -> Any:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(handled)}
+                ),
+            )
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", interceptors=[make_interceptor(provider)]
+        )
+        try:
+            return await channel.unary_unary(f"/{SERVICE}/{scene.method}")(
+                b"question", metadata=scene.metadata, timeout=scene.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            return (error.code(), error.details())
+        finally:
+            await channel.close()
+            await server.stop(None)
+
+    def run() -> Any:
+        if scene.with_baggage:
+            token = otel_context.attach(baggage.set_baggage("tenant", "shop-1"))
+            try:
+                return asyncio.run(call())
+            finally:
+                otel_context.detach(token)
+        return asyncio.run(call())
+
+    if scene.in_span:
+        with provider.get_tracer("caller").start_as_current_span("caller"):
+            answered = run()
+    else:
+        answered = run()
+    spans = [
+        {
+            "name": span.name,
+            "kind": span.kind,
+            "context": span.context,
+            "parent": span.parent,
+            "attributes": dict(span.attributes or {}),
+            "status": (span.status.status_code, span.status.description),
+            "events": [(event.name, dict(event.attributes or {})) for event in span.events],
+        }
+        for span in exporter.get_finished_spans()
+    ]
+    # what the server read: the caller's metadata and the trace (grpc adds a user agent)
+    metadata = [
+        {key: value for key, value in got.items() if key != "user-agent"} for got in received
+    ]
+    return spans, metadata, answered
+
+
+def the_client_instrumentation(provider: TracerProvider) -> Any:
+    return aio_client_interceptors(tracer_provider=provider)[0]
+
+
+def client_call_spans(provider: TracerProvider) -> Any:
+    return ClientCallSpans(tracer_provider=provider)
+
+
+@pytest.mark.parametrize("name", list(CLIENT_SCENES))
+def test_a_call_made_gets_the_span_the_grpc_instrumentation_gives_it(name: str) -> None:
+    scene = CLIENT_SCENES[name]
+    assert call_from_client(scene, client_call_spans) == call_from_client(
+        scene, the_client_instrumentation
+    )
+
+
+def test_the_spans_of_calls_made_are_what_the_conventions_say() -> None:
+    spans, [metadata], answered = call_from_client(
+        CLIENT_SCENES["a call carrying baggage"], client_call_spans
+    )
+    called = next(span for span in spans if span["kind"] is SpanKind.CLIENT)
+    assert called["name"] == f"/{SERVICE}/Call"
+    assert called["attributes"] == {
+        "rpc.system": "grpc",
+        "rpc.grpc.status_code": 0,
+        "rpc.method": "Call",
+        "rpc.service": SERVICE,
+    }
+    assert called["status"] == (StatusCode.UNSET, None)
+    trace_id, span_id = (
+        format(called["context"].trace_id, "032x"),
+        format(called["context"].span_id, "016x"),
+    )
+    assert metadata == {
+        "authorization": "Bearer not-a-token",
+        "traceparent": f"00-{trace_id}-{span_id}-01",
+        "baggage": "tenant=shop-1",
+    }
+    assert answered == b"answer:question"
+
+    spans, _, answered = call_from_client(CLIENT_SCENES["a call that failed"], client_call_spans)
+    failed = next(span for span in spans if span["kind"] is SpanKind.CLIENT)
+    assert failed["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
+    assert failed["status"] == (StatusCode.ERROR, "it broke")
+    assert answered == (grpc.StatusCode.INTERNAL, "it broke")
+
+
+def test_the_services_use_client_call_spans_within_the_kept_traces_layer() -> None:
+    telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
+    layers = telemetry.client_interceptors()
+    unary = [layer for layer in layers if isinstance(layer, telemetry.ClientSpansInKeptTraces)]
+    assert len(unary) == 1
+    assert isinstance(unary[0]._traced, ClientCallSpans)
