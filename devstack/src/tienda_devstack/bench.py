@@ -14,7 +14,10 @@
   own, as a collector is), versus METRICS_ENABLED=false with OTEL_SDK_DISABLED=true, same
   run, bursts taken in turn (target: keeps >= 85%)
 - hot paths: CPU per span to start and end a span, and for a `with start_as_current_span`
-  block, with tienda_platform.spans versus the SDK's tracer provider; CPU per span of
+  block, with tienda_platform.spans versus the SDK's tracer provider; CPU per request of the
+  gateway's server span (gateway.tracing.ServerSpans versus OpenTelemetry's ASGI
+  middleware) and per call of a service's (tienda_platform.grpc_spans.ServerCallSpans
+  versus the gRPC instrumentation's aio server interceptor); CPU per span of
   tienda_platform.otlp's encoding versus the SDK's encoder; per access-token check of a
   token seen before (cached) versus a full check; and per greenlet that SQLAlchemy's asyncio
   layer starts for an awaited database call, with tienda_platform.stackcache versus without
