@@ -20,9 +20,9 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.middleware import Middleware
+from tienda_platform.testing import CountingIds
 
 from gateway import app as gateway_app
 from gateway import tracing
@@ -33,19 +33,6 @@ EXCLUDED = gateway_app.UNTRACED_PATHS
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
-
-
-class CountedIds(IdGenerator):
-    def __init__(self) -> None:
-        self.count = 0
-
-    def generate_span_id(self) -> int:
-        self.count += 1
-        return self.count
-
-    def generate_trace_id(self) -> int:
-        self.count += 1
-        return 0x1000 + self.count
 
 
 def scope(path: str = "/v1/orders", method: str = "POST", **changes: Any) -> dict[str, Any]:
@@ -209,7 +196,7 @@ SCENES: dict[str, Scene] = {
 
 def play(scene: Scene, make_middleware: Callable[[App, TracerProvider], App]) -> Any:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(id_generator=CountedIds())
+    provider = TracerProvider(id_generator=CountingIds())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     seen = Seen()
     middleware = make_middleware(scene.app(seen), provider)

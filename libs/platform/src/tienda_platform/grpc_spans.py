@@ -45,13 +45,23 @@ from loguru import logger
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.instrumentation.grpc._client import _carrier_setter
-from opentelemetry.instrumentation.grpc._utilities import _server_status
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.propagate import extract, inject
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import Status, StatusCode
 
 _OK = grpc.StatusCode.OK
+# the codes the instrumentation reports as the server's failure (the others are the caller's)
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 _CACHED = 1000  # methods and peers remembered (a few of each in practice); bounded anyway
 
 
@@ -81,12 +91,8 @@ class ServerCallSpans(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        if handler.unary_unary is None:  # a stream: the instrumentation's, as found already
-
-            async def found(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-                return handler
-
-            return await self._streams.intercept_service(found, handler_call_details)
+        if handler.unary_unary is None:  # a stream: the instrumentation's
+            return await intercept_found(self._streams, handler, handler_call_details)
         behavior = handler.unary_unary
         method: str = handler_call_details.method
         tracer = self._tracer
@@ -164,6 +170,36 @@ class ServerCallSpans(grpc.aio.ServerInterceptor):
         return found
 
 
+async def intercept_found(
+    interceptor: grpc.aio.ServerInterceptor,
+    handler: grpc.RpcMethodHandler,
+    handler_call_details: grpc.HandlerCallDetails,
+) -> grpc.RpcMethodHandler:
+    """What `interceptor` makes of a call whose handler was found already (the continuation
+    awaited once, which an interceptor may not do twice)."""
+
+    async def found(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return handler
+
+    return await interceptor.intercept_service(found, handler_call_details)
+
+
+def _server_status(code: grpc.StatusCode, details: str) -> Status:
+    if code in _SERVER_ERRORS:
+        return Status(StatusCode.ERROR, f"{code}:{details}")
+    return Status(StatusCode.UNSET, "")
+
+
+class _LowercaseKeys(Setter[grpc.aio.Metadata]):
+    """gRPC metadata keys are lowercase."""
+
+    def set(self, carrier: grpc.aio.Metadata, key: str, value: str) -> None:
+        carrier[key.lower()] = value
+
+
+_metadata_setter = _LowercaseKeys()
+
+
 def _end_status(span: trace.Span, context: grpc.aio.ServicerContext, *, aborted: bool) -> None:
     """The status code (and ERROR status) the call ends with, as the instrumentation's
     context wrapper records it when `abort` or `set_code` is called."""
@@ -203,7 +239,7 @@ class ClientCallSpans(grpc.aio.UnaryUnaryClientInterceptor):
         token = context_api.attach(trace.set_span_in_context(span))
         try:
             metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-            inject(metadata, setter=_carrier_setter)
+            inject(metadata, setter=_metadata_setter)
             details = grpc.aio.ClientCallDetails(
                 client_call_details.method,
                 client_call_details.timeout,

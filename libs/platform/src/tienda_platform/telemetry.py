@@ -460,12 +460,10 @@ class ServerSpansInKeptTraces(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not _traced(handler_call_details):
             return handler
-        if handler.unary_unary is None:  # a stream: the instrumentation's, as found already
+        if handler.unary_unary is None:  # a stream: the traced interceptor's
+            from tienda_platform.grpc_spans import intercept_found
 
-            async def found(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-                return handler
-
-            return await self._traced.intercept_service(found, handler_call_details)
+            return await intercept_found(self._traced, handler, handler_call_details)
         behavior = handler.unary_unary
 
         async def in_callers_trace(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from sqlalchemy.engine import URL, make_url
 
 from tienda_platform.auth import ALGORITHM, JwksKeySource, TokenVerifier
@@ -28,6 +29,22 @@ TEST_AUDIENCE = "tienda"
 
 
 FIXED_ID_BASE = 0x0193ABCD_0000_7000_8000_000000000000
+
+
+class CountingIds(IdGenerator):
+    """Trace and span ids counted from one: two tracer providers given one each make the same
+    ids in the same order, so that tests can compare what two implementations record."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def generate_span_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    def generate_trace_id(self) -> int:
+        self._next += 1
+        return (7 << 64) + self._next
 
 
 def fixed_id(number: int) -> str:

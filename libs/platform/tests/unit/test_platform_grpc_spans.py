@@ -24,29 +24,16 @@ from opentelemetry.instrumentation.grpc._server import OpenTelemetryServerInterc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 from tienda_platform import telemetry
 from tienda_platform.grpc_spans import ClientCallSpans, ServerCallSpans
 from tienda_platform.spans import LeanTracerProvider
+from tienda_platform.testing import CountingIds
 
 pytestmark = pytest.mark.unit
 
 SERVICE = "tienda.test.v1.TestService"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-class CountedIds(IdGenerator):
-    def __init__(self) -> None:
-        self.count = 0
-
-    def generate_span_id(self) -> int:
-        self.count += 1
-        return self.count
-
-    def generate_trace_id(self) -> int:
-        self.count += 1
-        return 0x1000 + self.count
 
 
 @dataclass
@@ -137,7 +124,7 @@ SCENES: dict[str, Scene] = {
 
 def play(scene: Scene, make_interceptor: Callable[[TracerProvider], Any]) -> Any:
     exporter = InMemorySpanExporter()
-    provider = LeanTracerProvider(id_generator=CountedIds())
+    provider = LeanTracerProvider(id_generator=CountingIds())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     seen = Seen()
     # set when the handler is done: an abort sends the status before it raises, and the
@@ -349,7 +336,7 @@ CLIENT_SCENES: dict[str, ClientScene] = {
 
 def call_from_client(scene: ClientScene, make_interceptor: Callable[[TracerProvider], Any]) -> Any:
     exporter = InMemorySpanExporter()
-    provider = LeanTracerProvider(id_generator=CountedIds())
+    provider = LeanTracerProvider(id_generator=CountingIds())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     received: list[dict[str, str]] = []
 

@@ -17,7 +17,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     Decision,
@@ -44,6 +43,7 @@ from tienda_platform.spans import (
     in_sampled_trace,
 )
 from tienda_platform.telemetry import configured_sampler
+from tienda_platform.testing import CountingIds
 
 pytestmark = pytest.mark.unit
 
@@ -54,21 +54,6 @@ REMOTE = SpanContext(
     trace_flags=TraceFlags(TraceFlags.SAMPLED),
     trace_state=TraceState([("vendor", "value")]),
 )
-
-
-class CountingIds(IdGenerator):
-    """The same ids, in the same order, for both providers."""
-
-    def __init__(self) -> None:
-        self._next = 0
-
-    def generate_span_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    def generate_trace_id(self) -> int:
-        self._next += 1
-        return (7 << 64) + self._next
 
 
 Scene = Callable[[trace.Tracer], None]
