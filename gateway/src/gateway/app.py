@@ -32,7 +32,6 @@ from gateway.openapi import build_document
 from gateway.routing import Handler, Route, RouteTable
 from gateway.rules import contract_services, http_bindings
 from gateway.templates import parse_template
-from gateway.tracing import ServerSpans
 from gateway.transcoding import RequestBuilder
 from gateway.upstreams import Upstreams
 
@@ -148,7 +147,7 @@ def _middleware() -> list[Middleware]:
     if not telemetry.tracing_configured():
         return middleware
     if tracing.covers_configuration():
-        spans = Middleware(ServerSpans, excluded_paths=UNTRACED_PATHS)
+        spans = Middleware(tracing.ServerSpans, excluded_paths=UNTRACED_PATHS)
     else:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 

@@ -162,8 +162,7 @@ def _set_status(span: trace.Span, status: Any) -> None:
     try:
         code = int(status)
     except ValueError:
-        span.set_status(Status(StatusCode.ERROR, "Non-integer HTTP status: " + str(status)))
-        return
+        code = -1  # as the instrumentation reads a status that is not a number
     if code < 0:
         span.set_status(Status(StatusCode.ERROR, "Non-integer HTTP status: " + str(status)))
         return
@@ -206,13 +205,13 @@ class ServerSpans:
         token = context.attach(trace.set_span_in_context(span, parent))
 
         async def send_and_end(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
+            message_type = message["type"]
+            if message_type == "http.response.start":
                 status = message["status"]
                 if status and span.is_recording():
                     _set_status(span, status)
             await send(message)
-            if kind == "http.response.body" and not message.get("more_body", False):
+            if message_type == "http.response.body" and not message.get("more_body", False):
                 span.end()  # trailers, if any, come after: as there, without a send span
 
         try:

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.middleware import Middleware
-from tienda_platform.testing import CountingIds
+from tienda_platform.testing import CountingIds, comparable_fields
 
 from gateway import app as gateway_app
 from gateway import tracing
@@ -77,7 +77,7 @@ class Seen:
 
 
 def responding(
-    status: int = 200,
+    status: int | str = 200,
     *,
     route: str | None = None,
     trailers: bool = False,
@@ -183,6 +183,8 @@ SCENES: dict[str, Scene] = {
     "an error answered": Scene(scope(), responding(503, route="/v1/orders")),
     "a client error answered": Scene(scope(), responding(404)),
     "a status out of range": Scene(scope(), responding(99)),
+    "a negative status": Scene(scope(), responding(-1)),
+    "a status that is not a number": Scene(scope(), responding("teapot")),
     "an exception before answering": Scene(scope(), responding(raise_before=True)),
     "an exception after answering": Scene(scope(), responding(raise_after=True)),
     "a body in two parts": Scene(scope(), responding(more_body=True)),
@@ -222,22 +224,9 @@ def play(scene: Scene, make_middleware: Callable[[App, TracerProvider], App]) ->
 
 
 def described(span: ReadableSpan) -> dict[str, Any]:
-    events = []
-    for event in span.events:
-        attributes = dict(event.attributes or {})
-        stacktrace = attributes.pop("exception.stacktrace", "")
-        assert "RuntimeError" in str(stacktrace)
-        events.append((event.name, attributes))
-    return {
-        "name": span.name,
-        "kind": span.kind,
-        "context": span.context,
-        "parent": span.parent,
-        "attributes": dict(span.attributes or {}),
-        "status": (span.status.status_code, span.status.description),
-        "events": events,
-        "ended": span.end_time is not None,
-    }
+    for event in span.events:  # each exception's, raised by the app
+        assert "RuntimeError" in str((event.attributes or {}).get("exception.stacktrace", ""))
+    return comparable_fields(span)
 
 
 def the_sdk_middleware(app: App, provider: TracerProvider) -> App:

@@ -37,6 +37,7 @@ through both and compares the spans.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -62,7 +63,7 @@ _SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
-_CACHED = 1000  # methods and peers remembered (a few of each in practice); bounded anyway
+_CACHED = 1024  # methods and peers remembered (a few of each in practice); bounded anyway
 
 
 class ServerCallSpans(grpc.aio.ServerInterceptor):
@@ -76,8 +77,6 @@ class ServerCallSpans(grpc.aio.ServerInterceptor):
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._filter = filter_
         self._streams = aio_server_interceptor(tracer_provider=tracer_provider, filter_=filter_)
-        self._methods: dict[str, dict[str, Any]] = {}
-        self._peers: dict[str, dict[str, Any]] = {}
 
     async def intercept_service(
         self,
@@ -96,7 +95,7 @@ class ServerCallSpans(grpc.aio.ServerInterceptor):
         behavior = handler.unary_unary
         method: str = handler_call_details.method
         tracer = self._tracer
-        method_attributes = self._method_attributes(method)
+        method_attributes = _method_attributes(method)
 
         async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
@@ -106,7 +105,7 @@ class ServerCallSpans(grpc.aio.ServerInterceptor):
             user_agent = carrier.get("user-agent")
             if user_agent is not None:
                 attributes["rpc.user_agent"] = user_agent
-            attributes.update(self._peer_attributes(context.peer()))
+            attributes.update(_peer_attributes(context.peer()))
             span = tracer.start_span(
                 method,
                 context=parent,
@@ -136,38 +135,34 @@ class ServerCallSpans(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _method_attributes(self, method: str) -> dict[str, Any]:
-        found = self._methods.get(method)
-        if found is None:
-            found = {"rpc.system": "grpc", "rpc.grpc.status_code": _OK.value[0]}
-            if method:
-                service, name = method.lstrip("/").split("/", 1)
-                found["rpc.method"] = name
-                found["rpc.service"] = service
-            if len(self._methods) >= _CACHED:
-                self._methods.clear()
-            self._methods[method] = found
-        return found
 
-    def _peer_attributes(self, peer: str) -> dict[str, Any]:
-        # "ipv4:127.0.0.1:57284", "ipv6:%5B::1%5D:57284", "ipv4:10.2.1.1:57284,127.0.0.1:57284"
-        found = self._peers.get(peer)
-        if found is None:
-            found = {}
-            if not peer.startswith("unix:"):
-                try:
-                    ip, port = peer.split(",")[0].split(":", 1)[1].rsplit(":", 1)
-                except (IndexError, ValueError):
-                    logger.warning("Failed to parse peer address '{peer}'", peer=peer)
-                else:
-                    ip = unquote(ip)
-                    found = {"net.peer.ip": ip, "net.peer.port": port}
-                    if ip in ("[::1]", "127.0.0.1"):
-                        found["net.peer.name"] = "localhost"
-            if len(self._peers) >= _CACHED:
-                self._peers.clear()
-            self._peers[peer] = found
-        return found
+@lru_cache(maxsize=_CACHED)
+def _method_attributes(method: str) -> dict[str, Any]:
+    """A call's attributes that come from its method (shared: copied by the spans)."""
+    attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.grpc.status_code": _OK.value[0]}
+    if method:
+        service, name = method.lstrip("/").split("/", 1)
+        attributes["rpc.method"] = name
+        attributes["rpc.service"] = service
+    return attributes
+
+
+@lru_cache(maxsize=_CACHED)
+def _peer_attributes(peer: str) -> dict[str, Any]:
+    """A call's attributes that come from its peer, as the instrumentation parses it:
+    "ipv4:127.0.0.1:57284", "ipv6:%5B::1%5D:57284", "ipv4:10.2.1.1:57284,127.0.0.1:57284"."""
+    if peer.startswith("unix:"):
+        return {}
+    try:
+        ip, port = peer.split(",")[0].split(":", 1)[1].rsplit(":", 1)
+    except (IndexError, ValueError):
+        logger.warning("Failed to parse peer address '{peer}'", peer=peer)
+        return {}
+    ip = unquote(ip)
+    attributes = {"net.peer.ip": ip, "net.peer.port": port}
+    if ip in ("[::1]", "127.0.0.1"):
+        attributes["net.peer.name"] = "localhost"
+    return attributes
 
 
 async def intercept_found(
@@ -219,7 +214,6 @@ class ClientCallSpans(grpc.aio.UnaryUnaryClientInterceptor):
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-        self._methods: dict[str, dict[str, Any]] = {}
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
@@ -232,7 +226,7 @@ class ClientCallSpans(grpc.aio.UnaryUnaryClientInterceptor):
         span = self._tracer.start_span(
             method,
             kind=trace.SpanKind.CLIENT,
-            attributes=self._method_attributes(method),
+            attributes=_method_attributes(method),
             record_exception=False,
             set_status_on_exception=False,
         )
@@ -263,18 +257,3 @@ class ClientCallSpans(grpc.aio.UnaryUnaryClientInterceptor):
         finally:
             context_api.detach(token)
             span.end()
-
-    def _method_attributes(self, method: str) -> dict[str, Any]:
-        found = self._methods.get(method)
-        if found is None:
-            service, name = method.lstrip("/").split("/", 1)
-            found = {
-                "rpc.system": "grpc",
-                "rpc.grpc.status_code": _OK.value[0],
-                "rpc.method": name,
-                "rpc.service": service,
-            }
-            if len(self._methods) >= _CACHED:
-                self._methods.clear()
-            self._methods[method] = found
-        return found

@@ -403,11 +403,14 @@ def client_interceptors() -> list[Any]:
 
     from tienda_platform.grpc_spans import ClientCallSpans
 
+    # unary calls get ClientCallSpans; streams, which tienda does not make, the instrumentation
     return [
-        ClientSpansInKeptTraces(ClientCallSpans())
-        if isinstance(interceptor, grpc.aio.UnaryUnaryClientInterceptor)
-        else interceptor
-        for interceptor in aio_client_interceptors()
+        ClientSpansInKeptTraces(ClientCallSpans()),
+        *(
+            interceptor
+            for interceptor in aio_client_interceptors()
+            if not isinstance(interceptor, grpc.aio.UnaryUnaryClientInterceptor)
+        ),
     ]
 
 

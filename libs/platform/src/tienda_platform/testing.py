@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from sqlalchemy.engine import URL, make_url
 
@@ -45,6 +46,32 @@ class CountingIds(IdGenerator):
     def generate_trace_id(self) -> int:
         self._next += 1
         return (7 << 64) + self._next
+
+
+def comparable_fields(span: ReadableSpan) -> dict[str, Any]:
+    """What two implementations of one instrumentation must agree on in a finished span: all
+    but its times, its instrumentation scope and an exception's stack trace (which passes
+    through different frames)."""
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "context": span.context,
+        "parent": span.parent,
+        "attributes": dict(span.attributes or {}),
+        "status": (span.status.status_code, span.status.description),
+        "events": [
+            (
+                event.name,
+                {
+                    key: value
+                    for key, value in (event.attributes or {}).items()
+                    if key != "exception.stacktrace"
+                },
+            )
+            for event in span.events
+        ],
+        "ended": span.end_time is not None,
+    }
 
 
 def fixed_id(number: int) -> str:

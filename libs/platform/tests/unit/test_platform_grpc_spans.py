@@ -25,10 +25,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from tienda_platform import telemetry
+from tienda_platform import grpc_spans, telemetry
 from tienda_platform.grpc_spans import ClientCallSpans, ServerCallSpans
 from tienda_platform.spans import LeanTracerProvider
-from tienda_platform.testing import CountingIds
+from tienda_platform.testing import CountingIds, comparable_fields
 
 pytestmark = pytest.mark.unit
 
@@ -185,24 +185,12 @@ def play(scene: Scene, make_interceptor: Callable[[TracerProvider], Any]) -> Any
 
 
 def described(span: ReadableSpan) -> dict[str, Any]:
-    events = []
     for event in span.events:
-        attributes = dict(event.attributes or {})
-        attributes.pop("exception.stacktrace")
-        events.append((event.name, attributes))
-    attributes = dict(span.attributes or {})
+        assert "exception.stacktrace" in (event.attributes or {})
+    fields = comparable_fields(span)
     # the peer's port is the client's, which differs from one connection to the next
-    assert attributes.pop("net.peer.port").isdigit()
-    return {
-        "name": span.name,
-        "kind": span.kind,
-        "context": span.context,
-        "parent": span.parent,
-        "attributes": attributes,
-        "status": (span.status.status_code, span.status.description),
-        "events": events,
-        "ended": span.end_time is not None,
-    }
+    assert fields["attributes"].pop("net.peer.port").isdigit()
+    return fields
 
 
 def untraced(details: grpc.HandlerCallDetails) -> bool:
@@ -294,7 +282,7 @@ def test_a_peer_gets_the_attributes_the_instrumentation_gives_it(peer: str) -> N
 
     OpenTelemetryServerInterceptor(Tracer())._start_span(Details(), Context())
     expected = {key: value for key, value in recorded.items() if key.startswith("net.")}
-    assert ServerCallSpans()._peer_attributes(peer) == expected
+    assert grpc_spans._peer_attributes(peer) == expected
 
 
 def test_the_services_use_server_call_spans_within_the_kept_traces_layer() -> None:
@@ -382,18 +370,7 @@ def call_from_client(scene: ClientScene, make_interceptor: Callable[[TracerProvi
             answered = run()
     else:
         answered = run()
-    spans = [
-        {
-            "name": span.name,
-            "kind": span.kind,
-            "context": span.context,
-            "parent": span.parent,
-            "attributes": dict(span.attributes or {}),
-            "status": (span.status.status_code, span.status.description),
-            "events": [(event.name, dict(event.attributes or {})) for event in span.events],
-        }
-        for span in exporter.get_finished_spans()
-    ]
+    spans = [comparable_fields(span) for span in exporter.get_finished_spans()]
     # what the server read: the caller's metadata and the trace (grpc adds a user agent)
     metadata = [
         {key: value for key, value in got.items() if key != "user-agent"} for got in received
