@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_contracts.topology import AUTH_EVENTS, dead_letter_stream
 from tienda_platform.aio import cancel_and_wait
-from tienda_platform.consumers import EventConsumer
+from tienda_platform.consumers import EventConsumer, Subscription
 from tienda_platform.database import PLATFORM_METADATA, create_engine, session_factory
 from tienda_platform.dead_letters import DeadLetters
 from tienda_platform.events import EventEnvelope, build_envelope
@@ -952,3 +952,49 @@ async def test_a_batch_reaches_its_handler_without_a_thread_hop(
         await reader.broker.stop()
         await publisher.stop()
     assert hops == []
+
+
+async def test_subscribers_read_their_stream_settings_without_copying_them(
+    redis_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastStream's stream subscriber deep-copies its StreamSub at every read of it (three
+    times per XREADGROUP) to put the broker's prefix on the name; tienda's brokers have none,
+    and a Subscription is then its own copy."""
+    import faststream.redis.schemas.stream_sub as stream_sub
+
+    copies: list[object] = []
+    deepcopy = stream_sub.deepcopy
+
+    def counting(value, *args, **kwargs):  # type: ignore[no-untyped-def]
+        copies.append(value)
+        return deepcopy(value, *args, **kwargs)
+
+    monkeypatch.setattr(stream_sub, "deepcopy", counting)
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, ["u1", "u2", "u3"])
+    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
+    reader = consumer(RedisBroker(redis_url), engine, "r1")
+    await started(reader)
+    try:
+        await eventually(lambda: _count(engine, 3))
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+    assert copies == []
+    settings = sorted(
+        (subscriber.stream_sub for subscriber in reader.broker.subscribers),
+        key=lambda sub: sub.min_idle_time or 0,
+    )
+    assert [(s.name, s.group, s.consumer) for s in settings] == [(AUTH_EVENTS, "tests", "r1")] * 2
+    assert [s.min_idle_time for s in settings] == [None, reader.claim_idle_ms]
+
+    # under a router's prefix, a copy with the prefixed name, as FastStream's StreamSub gives
+    subscription = Subscription(AUTH_EVENTS, group="tests", consumer="r1", batch=True)
+    prefixed = subscription.add_prefix("staging.")
+    assert (prefixed.name, prefixed.group, prefixed.batch) == (
+        f"staging.{AUTH_EVENTS}",
+        "tests",
+        True,
+    )
+    assert subscription.name == AUTH_EVENTS
+    assert copies == [subscription]
