@@ -17,7 +17,7 @@ from tienda_platform.database import create_engine, migrate, session_factory
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
 from tienda_platform.messaging import create_broker
 from tienda_platform.outbox import OutboxRelay
-from tienda_platform.telemetry import instrument_engine
+from tienda_platform.statement_spans import instrument_engine
 
 from auth_service.adapters.passwords import AbstractPasswordHasher, Argon2PasswordHasher
 from auth_service.config import Settings

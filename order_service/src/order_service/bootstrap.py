@@ -14,7 +14,7 @@ from faststream.redis import RedisBroker
 from order.v1 import order_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tienda_contracts.topology import subscriptions_of
-from tienda_platform import telemetry
+from tienda_platform import statement_spans
 from tienda_platform.aio import cancel_and_wait
 from tienda_platform.auth import (
     JwksKeySource,
@@ -143,7 +143,7 @@ def bootstrap(
     read_uow_factory: Callable[[], AbstractUnitOfWork] | None = None
     if uow_factory is None:
         engine = create_engine(settings.database_url)
-        telemetry.instrument_engine(engine)
+        statement_spans.instrument_engine(engine)
         sessions = session_factory(engine)
         read_uow_factory = partial(SqlUnitOfWork, session_factory(engine, read_only=True))
 

@@ -20,7 +20,7 @@ from tienda_platform.database import create_engine, migrate, session_factory
 from tienda_platform.grpc_server import GrpcServer, GrpcService, ServerConfig
 from tienda_platform.messaging import create_broker, start_consumers, watch_streams
 from tienda_platform.outbox import OutboxRelay, take_recorded
-from tienda_platform.telemetry import instrument_engine
+from tienda_platform.statement_spans import instrument_engine
 
 from product_service.config import Settings
 from product_service.entrypoints import event_consumers

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
-from tienda_platform import telemetry
+from tienda_platform import grpc_tracing, telemetry
 from tienda_platform.metrics import child, metrics_enabled
 
 GRPC_CLIENT_HANDLED = Counter(
@@ -103,7 +103,7 @@ def create_channel(target: str) -> grpc.aio.Channel:
         target,
         interceptors=[
             *([ClientMetricsInterceptor()] if metrics_enabled() else []),
-            *telemetry.client_interceptors(),
+            *grpc_tracing.client_interceptors(),
         ],
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),

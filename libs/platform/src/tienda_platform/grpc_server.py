@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from loguru import logger
 from prometheus_client import start_http_server
 
-from tienda_platform import telemetry
+from tienda_platform import grpc_tracing
 from tienda_platform.aio import cancel_and_wait
 from tienda_platform.auth import TokenVerifier
 from tienda_platform.interceptors import (
@@ -106,7 +106,7 @@ class GrpcServer:
         self.server = grpc.aio.server(
             interceptors=[
                 self._clock,
-                *telemetry.server_interceptors(),
+                *grpc_tracing.server_interceptors(),
                 ErrorMappingInterceptor(),
                 *([MetricsInterceptor()] if metrics_enabled() else []),
                 AuthInterceptor(verifier, public_methods | ALWAYS_PUBLIC),

@@ -73,7 +73,7 @@ async def test_with_tracing_on_every_engine_is_traced_and_pool_checkouts_are_not
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from sqlalchemy.engine import Engine
-    from tienda_platform import telemetry
+    from tienda_platform import statement_spans, telemetry
 
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
     collected = InMemorySpanExporter()
@@ -81,8 +81,8 @@ async def test_with_tracing_on_every_engine_is_traced_and_pool_checkouts_are_not
     # any number of engines, each with its spans; no wrapper around Engine.connect, which
     # made a span (dropped by the sampler, yet made) at every checkout from the pool
     other = create_engine("sqlite+aiosqlite://")
-    telemetry.instrument_engine(other)
-    telemetry.instrument_engine(engine)
+    statement_spans.instrument_engine(other)
+    statement_spans.instrument_engine(engine)
     assert not hasattr(Engine.connect, "__wrapped__")
 
     with telemetry.tracer.start_as_current_span("request"):
@@ -129,7 +129,7 @@ async def test_a_statement_span_has_the_database_attributes_and_errors_are_marke
 ) -> None:
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     from opentelemetry.trace import SpanKind, StatusCode
-    from tienda_platform.telemetry import StatementTracer
+    from tienda_platform.statement_spans import StatementTracer
 
     tracer, exporter, _ = _tracer_asked(ALWAYS_ON)
     path = tmp_path / "traced.sqlite"
@@ -178,7 +178,7 @@ def test_a_statement_span_is_named_after_its_operation_and_table(
 ) -> None:
     """Wherever the data folder is: a statement on no table names the database, for a SQLite
     file its name alone."""
-    from tienda_platform.telemetry import StatementTracer
+    from tienda_platform.statement_spans import StatementTracer
 
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
     assert StatementTracer(engine.sync_engine)._name(statement) == name
@@ -186,7 +186,7 @@ def test_a_statement_span_is_named_after_its_operation_and_table(
 
 def test_a_statement_name_is_worked_out_once_per_statement_as_given(tmp_path: Path) -> None:
     """The cache is keyed by the statement SQLAlchemy passes, leading comment and all."""
-    from tienda_platform.telemetry import StatementTracer
+    from tienda_platform.statement_spans import StatementTracer
 
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
     tracer = StatementTracer(engine.sync_engine)
@@ -199,7 +199,8 @@ async def test_a_statement_outside_a_kept_trace_starts_no_span(engine: AsyncEngi
     """Outside any trace, or in a trace that is not kept, a statement's span would be dropped:
     it is not even started (the sampler is never asked about it)."""
     from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
-    from tienda_platform.telemetry import QuietSampler, StatementTracer
+    from tienda_platform.statement_spans import StatementTracer
+    from tienda_platform.telemetry import QuietSampler
 
     tracer, exporter, asked = _tracer_asked(QuietSampler(ParentBasedTraceIdRatio(0.0)))
     StatementTracer(engine.sync_engine, tracer)

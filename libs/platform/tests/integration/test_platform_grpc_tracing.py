@@ -13,7 +13,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
-from tienda_platform import grpc_client, telemetry
+from tienda_platform import grpc_client, grpc_tracing, telemetry
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def _echo(seen: list[Seen]) -> grpc.GenericRpcHandler:
 async def server(recorded_spans: InMemorySpanExporter) -> AsyncIterator[tuple[str, list[Seen]]]:
     """A server with tienda's interceptors: its target, and what its handlers saw."""
     seen: list[Seen] = []
-    server = grpc.aio.server(interceptors=telemetry.server_interceptors())
+    server = grpc.aio.server(interceptors=grpc_tracing.server_interceptors())
     server.add_generic_rpc_handlers((_echo(seen),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

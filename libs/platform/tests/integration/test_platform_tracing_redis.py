@@ -22,11 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace import SpanKind
 from tienda_platform.messaging import EventTelemetryMiddleware
-from tienda_platform.telemetry import (
-    QuietSampler,
-    instrument_redis,
-    trace_redis_only_in_sampled_traces,
-)
+from tienda_platform.statement_spans import instrument_redis, trace_redis_only_in_sampled_traces
+from tienda_platform.telemetry import QuietSampler
 from wrapt import FunctionWrapper
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from tienda_platform import grpc_spans, telemetry
+from tienda_platform import grpc_spans, grpc_tracing, telemetry
 from tienda_platform.grpc_spans import ClientCallSpans, ServerCallSpans
 from tienda_platform.spans import LeanTracerProvider
 from tienda_platform.testing import CountingIds, comparable_fields
@@ -287,8 +287,8 @@ def test_a_peer_gets_the_attributes_the_instrumentation_gives_it(peer: str) -> N
 
 def test_the_services_use_server_call_spans_within_the_kept_traces_layer() -> None:
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
-    [layer] = telemetry.server_interceptors()
-    assert isinstance(layer, telemetry.ServerSpansInKeptTraces)
+    [layer] = grpc_tracing.server_interceptors()
+    assert isinstance(layer, grpc_tracing.ServerSpansInKeptTraces)
     assert isinstance(layer._traced, ServerCallSpans)
 
 
@@ -427,7 +427,7 @@ def test_the_spans_of_calls_made_are_what_the_conventions_say() -> None:
 
 def test_the_services_use_client_call_spans_within_the_kept_traces_layer() -> None:
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
-    layers = telemetry.client_interceptors()
-    unary = [layer for layer in layers if isinstance(layer, telemetry.ClientSpansInKeptTraces)]
+    layers = grpc_tracing.client_interceptors()
+    unary = [layer for layer in layers if isinstance(layer, grpc_tracing.ClientSpansInKeptTraces)]
     assert len(unary) == 1
     assert isinstance(unary[0]._traced, ClientCallSpans)

@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
-from tienda_platform.telemetry import QuietSampler, configured_sampler, name_redis_batches
+from tienda_platform.statement_spans import name_redis_batches
+from tienda_platform.telemetry import QuietSampler, configured_sampler
 
 pytestmark = pytest.mark.unit
 
@@ -206,7 +207,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import create_async_engine
 from wrapt import FunctionWrapper
-from tienda_platform import telemetry
+from tienda_platform import statement_spans, telemetry
 
 def hooks(engine):
     return len(engine.sync_engine.dispatch.before_cursor_execute)
@@ -217,13 +218,13 @@ def redis_hooked():
 async def main():
     telemetry.configure_tracing(service_name="svc", service_version="1", environment="test")
     before = create_async_engine("sqlite+aiosqlite://")
-    telemetry.instrument_engine(before)
+    statement_spans.instrument_engine(before)
     print(hooks(before), redis_hooked())
     recorded = InMemorySpanExporter()
     telemetry.record_spans(SimpleSpanProcessor(recorded))
     telemetry.record_spans(SimpleSpanProcessor(InMemorySpanExporter()))  # hooks them once
     after = create_async_engine("sqlite+aiosqlite://")
-    telemetry.instrument_engine(after)
+    statement_spans.instrument_engine(after)
     print(hooks(before), hooks(after), redis_hooked())
     with telemetry.tracer.start_as_current_span("request"):
         for engine in (before, after):
