@@ -1,9 +1,17 @@
-"""The uncertainty `make bench` prints beside the tracing figures."""
+"""How `make bench` schedules the tracing bursts, and the uncertainty it prints beside them."""
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import pairwise
+
 import pytest
-from tienda_devstack.bench import round_ratio_interval
+from tienda_devstack.bench import (
+    TRACING_ROUNDS,
+    TRACING_STACKS,
+    round_ratio_interval,
+    tracing_schedule,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -23,3 +31,23 @@ def test_rounds_that_agree_leave_no_doubt_and_one_round_gives_no_interval() -> N
 def test_rounds_are_paired() -> None:
     with pytest.raises(ValueError):
         round_ratio_interval([30.0, 40.0], [40.0])
+
+
+def test_each_setting_takes_each_place_in_the_rounds_equally_often_over_fresh_stacks() -> None:
+    labels = ["off", "metrics", "every trace", "one in ten"]
+    schedule = tracing_schedule(labels, TRACING_ROUNDS, TRACING_STACKS)
+    assert TRACING_STACKS > 1 and len(schedule) == TRACING_STACKS
+    # the rounds are shared out in order, the same number to each set of stacks
+    assert [n for part in schedule for n, _ in part] == list(range(TRACING_ROUNDS))
+    assert {len(part) for part in schedule} == {TRACING_ROUNDS // TRACING_STACKS}
+    # every round runs every setting once; the order rotates by one from round to round
+    places = Counter(
+        (label, place)
+        for part in schedule
+        for _, order in part
+        for place, label in enumerate(order)
+    )
+    assert all(sorted(order) == sorted(labels) for part in schedule for _, order in part)
+    assert set(places.values()) == {TRACING_ROUNDS // len(labels)}
+    rounds = [order for part in schedule for _, order in part]
+    assert all(b == a[1:] + a[:1] for a, b in pairwise(rounds))

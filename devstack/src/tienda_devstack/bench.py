@@ -63,6 +63,10 @@ ORDERS = 300
 # machine's speed drifts), so the tracing figures are means over many rounds
 TRACING_ROUNDS = 20
 TRACING_ORDERS = 100
+# and stacks of the same settings differ by a few per cent for as long as they run (their
+# processes' memory layout and hash seeds, their files): each setting's rounds are shared by
+# this many stacks, started one after the other
+TRACING_STACKS = 2
 
 
 def admin_token(stack: Stack) -> str:
@@ -291,12 +295,13 @@ def section_tracing(tmp: Path) -> None:
     OTEL_SDK_DISABLED=true), metrics only, metrics with every trace exported over OTLP, and
     metrics with one trace in ten (parentbased_traceidratio 0.1, as production would run).
     Bursts of orders go to each in turn while the others idle, in an order that rotates each
-    round, so a drift of the machine's speed weighs on all four alike. A burst's CPU is
-    counted until its trailing work is done and its last span has reached the receiver, a
-    process of its own (SpanCountingReceiver), whose CPU is printed apart."""
+    round, so a drift of the machine's speed weighs on all four alike; halfway, four new
+    stacks take over (TRACING_STACKS). A burst's CPU is counted until its trailing work is
+    done and its last span has reached the receiver, a process of its own
+    (SpanCountingReceiver), whose CPU is printed apart."""
     print(
         f"\nmetrics and tracing versus both off, orchestration, {TRACING_ROUNDS} rounds of"
-        f" {TRACING_ORDERS} orders per stack:"
+        f" {TRACING_ORDERS} orders per setting, on {TRACING_STACKS} stacks of each in turn:"
     )
     receiver = SpanCountingReceiver()
     exporting = {
@@ -321,42 +326,47 @@ def section_tracing(tmp: Path) -> None:
     ]
     throughput: dict[str, list[float]] = {label: [] for label in labels}
     cpu: dict[str, list[float]] = {label: [] for label in labels}
-    stacks: dict[str, Stack] = {}
     try:
-        for number, label in enumerate(labels):
-            stacks[label], _ = timed_start(
-                tmp / f"tracing-{number}", Ports.free(), environments[label]
-            )
-        # a first burst each, not counted: the first hundred orders of a stack run slower
-        ready = {label: warmed_up(stack, TRACING_ORDERS) for label, stack in stacks.items()}
-        _spans_settled(receiver)
-        for stack in stacks.values():
-            quiet(stack)
-        for round_ in range(TRACING_ROUNDS):
-            turn = round_ % len(labels)
-            for label in labels[turn:] + labels[:turn]:
-
-                def settled(stack: Stack = stacks[label]) -> None:
-                    # the burst's trailing work is done, and its spans have arrived
+        for part, its_rounds in enumerate(tracing_schedule(labels, TRACING_ROUNDS, TRACING_STACKS)):
+            stacks: dict[str, Stack] = {}
+            try:
+                for number, label in enumerate(labels):
+                    stacks[label], _ = timed_start(
+                        tmp / f"tracing-{part}-{number}", Ports.free(), environments[label]
+                    )
+                # a first burst each, not counted: the first hundred orders of a stack run
+                # slower
+                ready = {label: warmed_up(stack, TRACING_ORDERS) for label, stack in stacks.items()}
+                _spans_settled(receiver)
+                for stack in stacks.values():
                     quiet(stack)
-                    _spans_settled(receiver)
+                for round_, order in its_rounds:
+                    for label in order:
 
-                received_before = receiver.cpu_seconds()
-                run, cpu_by_process = max_order_run(
-                    stacks[label], *ready[label], TRACING_ORDERS, settled=settled
-                )
-                per_order = sum(cpu_by_process.values())
-                receiving = (receiver.cpu_seconds() - received_before) * 1000 / TRACING_ORDERS
-                throughput[label].append(run.throughput)
-                cpu[label].append(per_order)
-                print(
-                    f"  round {round_ + 1}  {label:<22} {run.throughput:6.1f} orders/s"
-                    f"  CPU per order {per_order:5.0f} ms (the services)"
-                    + (f", {receiving:3.1f} ms (the receiver)" if label in exported else "")
-                )
+                        def settled(stack: Stack = stacks[label]) -> None:
+                            # the burst's trailing work is done, and its spans have arrived
+                            quiet(stack)
+                            _spans_settled(receiver)
+
+                        received_before = receiver.cpu_seconds()
+                        run, cpu_by_process = max_order_run(
+                            stacks[label], *ready[label], TRACING_ORDERS, settled=settled
+                        )
+                        per_order = sum(cpu_by_process.values())
+                        receiving = (
+                            (receiver.cpu_seconds() - received_before) * 1000 / TRACING_ORDERS
+                        )
+                        throughput[label].append(run.throughput)
+                        cpu[label].append(per_order)
+                        print(
+                            f"  round {round_ + 1}  {label:<22} {run.throughput:6.1f} orders/s"
+                            f"  CPU per order {per_order:5.0f} ms (the services)"
+                            + (f", {receiving:3.1f} ms (the receiver)" if label in exported else "")
+                        )
+            finally:
+                for stack in stacks.values():
+                    stack.stop()
     finally:
-        for stack in stacks.values():
-            stack.stop()
         receiver.stop()
     off = statistics.fmean(throughput[labels[0]])
     off_cpu = statistics.fmean(cpu[labels[0]])
@@ -369,6 +379,22 @@ def section_tracing(tmp: Path) -> None:
             f" CPU per order {statistics.fmean(cpu[label]) / off_cpu:.2f} x)"
         )
     print(f"  (target >= 85% with metrics and tracing on; {receiver.span_count()} spans received)")
+
+
+def tracing_schedule(
+    labels: list[str], rounds: int, stacks: int
+) -> list[list[tuple[int, list[str]]]]:
+    """For each set of stacks in turn, its rounds: each round's number and the order its
+    bursts go in, which rotates by one each round (over all the rounds, each setting is as
+    often first as it is last)."""
+    each = rounds // stacks
+    return [
+        [
+            (round_, labels[round_ % len(labels) :] + labels[: round_ % len(labels)])
+            for round_ in range(part * each, (part + 1) * each)
+        ]
+        for part in range(stacks)
+    ]
 
 
 def round_ratio_interval(on: list[float], off: list[float]) -> tuple[float, float]:
