@@ -121,10 +121,10 @@ class Subscription(StreamSub):
     """A StreamSub that is its own copy under an empty prefix.
 
     FastStream's stream subscriber reads its StreamSub through a property that returns a deep
-    copy with the broker's prefix on the stream's name: three copies per XREADGROUP, and one
-    per batch for the log context, a few hundred microseconds per order in all. Nothing
-    changes the copy (the subscriber keeps its read position apart), so with no prefix, as
-    tienda's brokers have, the subscription itself does."""
+    copy with the prefix of the router it is in (if any) on the stream's name: three copies
+    per XREADGROUP, and one per batch for the log context, a few hundred microseconds per
+    order in all. Nothing changes the copy (the subscriber keeps its read position apart), so
+    with no prefix, as tienda's subscribers have, the subscription itself does."""
 
     def add_prefix(self, prefix: str) -> Self:
         return self if not prefix else super().add_prefix(prefix)

@@ -926,6 +926,21 @@ async def test_an_event_whose_condition_fails_is_dead_lettered_not_retried_for_e
         await client.aclose()
 
 
+async def three_events_consumed(redis_url: str, engine: AsyncEngine) -> EventConsumer:
+    """Three events written, relayed and handled by a consumer "r1", stopped since."""
+    publisher = RedisBroker(redis_url)
+    await write_events(engine, ["u1", "u2", "u3"])
+    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
+    reader = consumer(RedisBroker(redis_url), engine, "r1")
+    await started(reader)
+    try:
+        await eventually(lambda: _count(engine, 3))
+    finally:
+        await reader.broker.stop()
+        await publisher.stop()
+    return reader
+
+
 async def test_a_batch_reaches_its_handler_without_a_thread_hop(
     redis_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -941,16 +956,7 @@ async def test_a_batch_reaches_its_handler_without_a_thread_hop(
         return await run_sync(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
-    publisher = RedisBroker(redis_url)
-    await write_events(engine, ["u1", "u2", "u3"])
-    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
-    reader = consumer(RedisBroker(redis_url), engine, "r1")
-    await started(reader)
-    try:
-        await eventually(lambda: _count(engine, 3))
-    finally:
-        await reader.broker.stop()
-        await publisher.stop()
+    await three_events_consumed(redis_url, engine)
     assert hops == []
 
 
@@ -958,8 +964,8 @@ async def test_subscribers_read_their_stream_settings_without_copying_them(
     redis_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FastStream's stream subscriber deep-copies its StreamSub at every read of it (three
-    times per XREADGROUP) to put the broker's prefix on the name; tienda's brokers have none,
-    and a Subscription is then its own copy."""
+    times per XREADGROUP) to put the prefix of a router it is included in on the name;
+    tienda's subscribers are in none, and a Subscription is then its own copy."""
     import faststream.redis.schemas.stream_sub as stream_sub
 
     copies: list[object] = []
@@ -970,16 +976,7 @@ async def test_subscribers_read_their_stream_settings_without_copying_them(
         return deepcopy(value, *args, **kwargs)
 
     monkeypatch.setattr(stream_sub, "deepcopy", counting)
-    publisher = RedisBroker(redis_url)
-    await write_events(engine, ["u1", "u2", "u3"])
-    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
-    reader = consumer(RedisBroker(redis_url), engine, "r1")
-    await started(reader)
-    try:
-        await eventually(lambda: _count(engine, 3))
-    finally:
-        await reader.broker.stop()
-        await publisher.stop()
+    reader = await three_events_consumed(redis_url, engine)
     assert copies == []
     settings = sorted(
         (subscriber.stream_sub for subscriber in reader.broker.subscribers),
