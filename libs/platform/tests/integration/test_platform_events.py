@@ -89,21 +89,27 @@ async def started(*consumers: EventConsumer) -> None:
         await c.broker.start()
 
 
-async def test_outbox_events_reach_a_group_created_after_they_were_published(
-    redis_url: str, engine: AsyncEngine
-) -> None:
+async def three_events_consumed(redis_url: str, engine: AsyncEngine) -> EventConsumer:
+    """Three events written, relayed and handled by a consumer "r1", stopped since."""
     publisher = RedisBroker(redis_url)
     await write_events(engine, ["u1", "u2", "u3"])
     assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
-
     reader = consumer(RedisBroker(redis_url), engine, "r1")
     await started(reader)
     try:
         await eventually(lambda: _count(engine, 3))
-        assert [u for _, u in await effects(engine)] == ["u1", "u2", "u3"]
     finally:
         await reader.broker.stop()
         await publisher.stop()
+    return reader
+
+
+async def test_outbox_events_reach_a_group_created_after_they_were_published(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    # the consumer's group is created after the relay published the three events
+    await three_events_consumed(redis_url, engine)
+    assert [u for _, u in await effects(engine)] == ["u1", "u2", "u3"]
 
 
 async def _count(engine: AsyncEngine, n: int) -> bool:
@@ -924,21 +930,6 @@ async def test_an_event_whose_condition_fails_is_dead_lettered_not_retried_for_e
         await reader.broker.stop()
         await publisher.stop()
         await client.aclose()
-
-
-async def three_events_consumed(redis_url: str, engine: AsyncEngine) -> EventConsumer:
-    """Three events written, relayed and handled by a consumer "r1", stopped since."""
-    publisher = RedisBroker(redis_url)
-    await write_events(engine, ["u1", "u2", "u3"])
-    assert await OutboxRelay(engine=engine, broker=publisher).publish_batch() == 3
-    reader = consumer(RedisBroker(redis_url), engine, "r1")
-    await started(reader)
-    try:
-        await eventually(lambda: _count(engine, 3))
-    finally:
-        await reader.broker.stop()
-        await publisher.stop()
-    return reader
 
 
 async def test_a_batch_reaches_its_handler_without_a_thread_hop(
