@@ -57,15 +57,14 @@ def client_interceptors() -> list[Any]:
 
 
 class ClientSpansInKeptTraces(grpc.aio.UnaryUnaryClientInterceptor):
-    """The gRPC instrumentation's client interceptor, for the calls made in a trace that is
-    kept (or outside any trace, where QuietSampler decides); a call in a trace that is not
-    kept only carries that trace on, in its metadata.
+    """The client span layer it is given (ClientCallSpans), for the calls made in a trace
+    that is kept (or outside any trace, where QuietSampler decides); a call in a trace that
+    is not kept only carries that trace on, in its metadata.
 
     Under a parent that is not sampled, the parent-based samplers drop the client span
-    anyway (the rule StatementTracer and the Redis layer keep), but the instrumentation
-    still starts it, makes it current, copies the metadata and awaits the call's code and
-    details: per call, more than the span itself would cost. With one trace in ten kept,
-    as production runs, that is nine calls in ten."""
+    anyway (the rule StatementTracer and the Redis layer keep), but the layer would still
+    start it, make it current and copy the metadata: per call, more than carrying the trace
+    on costs. With one trace in ten kept, as production runs, that is nine calls in ten."""
 
     def __init__(self, traced: grpc.aio.UnaryUnaryClientInterceptor) -> None:
         self._traced = traced
@@ -85,11 +84,11 @@ class ClientSpansInKeptTraces(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 class ServerSpansInKeptTraces(grpc.aio.ServerInterceptor):
-    """The gRPC instrumentation's server interceptor, for the calls that arrive in a trace
-    that is kept, or in none (the sampler decides); a unary call that arrives in a trace that
-    is not kept runs in that trace, under a span of its own that is not recorded (so that
-    its log lines carry the caller's trace.id and a span.id of the server's), without the
-    instrumentation's wrappers: the parent-based samplers would not record its span."""
+    """The server span layer it is given (ServerCallSpans), for the calls that arrive in a
+    trace that is kept, or in none (the sampler decides); a unary call that arrives in a
+    trace that is not kept runs in that trace, under a span of its own that is not recorded
+    (so that its log lines carry the caller's trace.id and a span.id of the server's),
+    without the layer: the parent-based samplers would not record its span."""
 
     def __init__(self, traced: grpc.aio.ServerInterceptor) -> None:
         self._traced = traced
@@ -128,7 +127,7 @@ def _unkept_parent(metadata: Sequence[tuple[str, Any]] | None) -> Context | None
     that trace, with a new span of the server's that is not recorded; None otherwise."""
     carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
     if not _not_sampled(carrier.get("traceparent", "")):
-        return None  # the instrumentation takes the call (and reads its context itself)
+        return None  # the span layer takes the call (and reads its context itself)
     remote = extract(carrier)
     caller = trace.get_current_span(remote).get_span_context()
     if not caller.is_valid:  # its flags were read above
