@@ -30,7 +30,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -328,12 +329,7 @@ def section_tracing(tmp: Path) -> None:
     cpu: dict[str, list[float]] = {label: [] for label in labels}
     try:
         for part, its_rounds in enumerate(tracing_schedule(labels, TRACING_ROUNDS, TRACING_STACKS)):
-            stacks: dict[str, Stack] = {}
-            try:
-                for number, label in enumerate(labels):
-                    stacks[label], _ = timed_start(
-                        tmp / f"tracing-{part}-{number}", Ports.free(), environments[label]
-                    )
+            with _started_stacks(tmp / f"tracing-{part}", environments) as stacks:
                 # a first burst each, not counted: the first hundred orders of a stack run
                 # slower
                 ready = {label: warmed_up(stack, TRACING_ORDERS) for label, stack in stacks.items()}
@@ -342,19 +338,8 @@ def section_tracing(tmp: Path) -> None:
                     quiet(stack)
                 for round_, order in its_rounds:
                     for label in order:
-
-                        def settled(stack: Stack = stacks[label]) -> None:
-                            # the burst's trailing work is done, and its spans have arrived
-                            quiet(stack)
-                            _spans_settled(receiver)
-
-                        received_before = receiver.cpu_seconds()
-                        run, cpu_by_process = max_order_run(
-                            stacks[label], *ready[label], TRACING_ORDERS, settled=settled
-                        )
-                        per_order = sum(cpu_by_process.values())
-                        receiving = (
-                            (receiver.cpu_seconds() - received_before) * 1000 / TRACING_ORDERS
+                        run, per_order, receiving = _tracing_burst(
+                            stacks[label], ready[label], receiver
                         )
                         throughput[label].append(run.throughput)
                         cpu[label].append(per_order)
@@ -363,9 +348,6 @@ def section_tracing(tmp: Path) -> None:
                             f"  CPU per order {per_order:5.0f} ms (the services)"
                             + (f", {receiving:3.1f} ms (the receiver)" if label in exported else "")
                         )
-            finally:
-                for stack in stacks.values():
-                    stack.stop()
     finally:
         receiver.stop()
     off = statistics.fmean(throughput[labels[0]])
@@ -379,6 +361,37 @@ def section_tracing(tmp: Path) -> None:
             f" CPU per order {statistics.fmean(cpu[label]) / off_cpu:.2f} x)"
         )
     print(f"  (target >= 85% with metrics and tracing on; {receiver.span_count()} spans received)")
+
+
+@contextmanager
+def _started_stacks(
+    directory: Path, environments: dict[str, dict[str, str]]
+) -> Iterator[dict[str, Stack]]:
+    """A stack for each setting, started side by side; all stopped on leaving."""
+    stacks: dict[str, Stack] = {}
+    try:
+        for number, (label, env) in enumerate(environments.items()):
+            stacks[label], _ = timed_start(directory / str(number), Ports.free(), env)
+        yield stacks
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+
+
+def _tracing_burst(
+    stack: Stack, ready: tuple[str, str], receiver: SpanCountingReceiver
+) -> tuple[OrderRun, float, float]:
+    """One burst of TRACING_ORDERS orders: the run, the services' CPU per order (ms) and the
+    receiver's, counted until the burst's trailing work is done and its spans have arrived."""
+
+    def settled() -> None:
+        quiet(stack)
+        _spans_settled(receiver)
+
+    received_before = receiver.cpu_seconds()
+    run, cpu_by_process = max_order_run(stack, *ready, TRACING_ORDERS, settled=settled)
+    receiving = (receiver.cpu_seconds() - received_before) * 1000 / TRACING_ORDERS
+    return run, sum(cpu_by_process.values()), receiving
 
 
 def tracing_schedule(

@@ -122,9 +122,9 @@ class Subscription(StreamSub):
 
     FastStream's stream subscriber reads its StreamSub through a property that returns a deep
     copy with the prefix of the router it is in (if any) on the stream's name: three copies
-    per XREADGROUP, and one per batch for the log context, a few hundred microseconds per
-    order in all. Nothing changes the copy (the subscriber keeps its read position apart), so
-    with no prefix, as tienda's subscribers have, the subscription itself does."""
+    per XREADGROUP, and one per batch for the log context. Nothing changes the copy (the
+    subscriber keeps its read position apart), so with no prefix, as tienda's subscribers
+    have, the subscription itself does."""
 
     def add_prefix(self, prefix: str) -> Self:
         return self if not prefix else super().add_prefix(prefix)
