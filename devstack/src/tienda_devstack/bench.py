@@ -12,7 +12,8 @@
 - metrics and tracing: order throughput with metrics only, with metrics and every trace, and
   with metrics and one trace in ten exported over OTLP (to a receiver in a process of its
   own, as a collector is), versus METRICS_ENABLED=false with OTEL_SDK_DISABLED=true, same
-  run, bursts taken in turn (target: keeps >= 85%)
+  run, bursts taken in turn (target: keeps >= 85% with every trace); and every trace without
+  the spans of SQL statements and Redis commands, to show what those take
 - hot paths: CPU per span to start and end a span, and for a `with start_as_current_span`
   block, with tienda_platform.spans versus the SDK's tracer provider; CPU per request of the
   gateway's server span (gateway.tracing.ServerSpans versus OpenTelemetry's ASGI
@@ -292,12 +293,14 @@ async def fresh_service_databases(url: str) -> dict[str, str]:
 
 
 def section_tracing(tmp: Path) -> None:
-    """Four stacks side by side: metrics and traces off (METRICS_ENABLED=false,
-    OTEL_SDK_DISABLED=true), metrics only, metrics with every trace exported over OTLP, and
-    metrics with one trace in ten (parentbased_traceidratio 0.1, as production would run).
-    Bursts of orders go to each in turn while the others idle, in an order that rotates each
-    round, so a drift of the machine's speed weighs on all four alike; halfway, four new
-    stacks take over (TRACING_STACKS). A burst's CPU is counted until its trailing work is
+    """Five stacks side by side: metrics and traces off (METRICS_ENABLED=false,
+    OTEL_SDK_DISABLED=true), metrics only, metrics with every trace exported over OTLP,
+    metrics with one trace in ten (parentbased_traceidratio 0.1, as production would run), and
+    metrics with every trace but without the spans of SQL statements and Redis commands
+    (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=sqlalchemy,redis). Bursts of orders go to each in
+    turn while the others idle, in an order that rotates each round, so a drift of the
+    machine's speed weighs on all five alike; halfway, five new stacks take over
+    (TRACING_STACKS). A burst's CPU is counted until its trailing work is
     done and its last span has reached the receiver, a process of its own
     (SpanCountingReceiver), whose CPU is printed apart."""
     print(
@@ -319,6 +322,12 @@ def section_tracing(tmp: Path) -> None:
             **exporting,
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+        # what the spans of SQL statements and Redis commands (about half of an order's)
+        # take of every trace's cost
+        "metrics, every trace, no SQL/Redis": {
+            **exporting,
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy,redis",
         },
     }
     labels = list(environments)
@@ -344,7 +353,7 @@ def section_tracing(tmp: Path) -> None:
                         throughput[label].append(run.throughput)
                         cpu[label].append(per_order)
                         print(
-                            f"  round {round_ + 1}  {label:<22} {run.throughput:6.1f} orders/s"
+                            f"  round {round_ + 1:<2}  {label:<34} {run.throughput:6.1f} orders/s"
                             f"  CPU per order {per_order:5.0f} ms (the services)"
                             + (f", {receiving:3.1f} ms (the receiver)" if label in exported else "")
                         )
@@ -356,7 +365,7 @@ def section_tracing(tmp: Path) -> None:
         on = statistics.fmean(throughput[label])
         low, high = round_ratio_interval(throughput[label], throughput[labels[0]])
         print(
-            f"  kept with {label:<22} {on / off:4.0%} (mean {on:.1f} of {off:.1f} orders/s;"
+            f"  kept with {label:<34} {on / off:4.0%} (mean {on:.1f} of {off:.1f} orders/s;"
             f" each round against its own: {low:.0%} to {high:.0%} at 95%;"
             f" CPU per order {statistics.fmean(cpu[label]) / off_cpu:.2f} x)"
         )

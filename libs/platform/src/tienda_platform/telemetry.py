@@ -51,6 +51,27 @@ def tracing_configured() -> bool:
     return _configured
 
 
+# the instrumentations whose spans a service can leave out, by the names of their entry points
+# (those opentelemetry-instrument knows them by): the spans of SQL statements and of Redis
+# commands. The others (gRPC calls, HTTP requests, events) carry each trace between services.
+OPTIONAL_INSTRUMENTATIONS = frozenset({"sqlalchemy", "redis"})
+
+
+def _named_in_disabled_instrumentations() -> set[str]:
+    value = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def disabled_instrumentations() -> frozenset[str]:
+    """The optional instrumentations OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns off, read as
+    opentelemetry-instrument reads it: a comma-separated list of entry point names, `*` for
+    all of them (here, OPTIONAL_INSTRUMENTATIONS)."""
+    named = _named_in_disabled_instrumentations()
+    if "*" in named:
+        return OPTIONAL_INSTRUMENTATIONS
+    return OPTIONAL_INSTRUMENTATIONS & frozenset(named)
+
+
 def exporting() -> bool:
     if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
         return False
@@ -75,6 +96,13 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
             "deployment.environment": environment,
         }
     ).merge(OTELResourceDetector().detect())
+    ignored = _named_in_disabled_instrumentations() - OPTIONAL_INSTRUMENTATIONS - {"*"}
+    if ignored:
+        logger.warning(
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS names {ignored}: tienda can leave out the "
+            "spans of sqlalchemy and redis only, and traces the rest",
+            ignored=", ".join(sorted(ignored)),
+        )
     # nothing is recorded until something receives the spans (record_spans)
     provider = LeanTracerProvider(resource=resource, sampler=configured_sampler(recording=False))
     trace.set_tracer_provider(provider)
