@@ -26,7 +26,11 @@ processors, shutdown and flush all its own) whose tracers make `LeanSpan`s. Most
 children of kept spans, and a sampler that keeps all of those as the parent-based ones do
 (with the parent's trace state, and the span's attributes) may say so by a true
 `keeps_children_of_kept_parents`, as tienda_platform.telemetry's QuietSampler does: the
-tracers then record such a child without asking the sampler and building its answer. Their
+tracers then record such a child without asking the sampler and building its answer. With
+one trace in ten kept, most spans are children of parents not kept, and a sampler that drops
+all of those as the parent-based ones do (with the parent's trace state) may say so by a true
+`drops_children_of_unkept_parents`: the tracers then give such a child its ids, unrecorded,
+without asking. Their
 `start_as_current_span` gives a `CurrentSpan`: a class that does what the SDK's two nested
 contextlib generators do (start the span, make it current, record an exception, end it),
 without their machinery. Its tracers do not report the SDK's own span metrics
@@ -86,6 +90,7 @@ _UNSAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.DEFAULT)
 _KEPT_RANDOM = trace_api.TraceFlags(
     trace_api.TraceFlags.SAMPLED | trace_api.TraceFlags.RANDOM_TRACE_ID
 )
+_UNKEPT_RANDOM = trace_api.TraceFlags(trace_api.TraceFlags.RANDOM_TRACE_ID)
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED_BIT = trace_api.TraceFlags.SAMPLED
 _RANDOM_BIT = trace_api.TraceFlags.RANDOM_TRACE_ID
@@ -288,13 +293,15 @@ class LeanTracer(Tracer):
         trace_id, _, _, parent_flags, trace_state, parent_valid = current
         parent = current if parent_valid else None
         sampler: Any = self.sampler
-        if (
-            parent_valid
-            and parent_flags & _SAMPLED_BIT
-            and getattr(sampler, "keeps_children_of_kept_parents", False)
+        kept = parent_flags & _SAMPLED_BIT
+        if parent_valid and getattr(
+            sampler,
+            "keeps_children_of_kept_parents" if kept else "drops_children_of_unkept_parents",
+            False,
         ):
-            # the sampler says it records and samples every child of a kept parent, with the
-            # parent's trace state and the span's attributes, as the parent-based ones do
+            # the sampler says it decides as the parent-based ones do under a parent: every
+            # child of a kept parent recorded and sampled (with the span's attributes), every
+            # child of a parent not kept dropped; either way with the parent's trace state
             id_generator = self.id_generator
             if type(id_generator) is RandomIdGenerator:
                 # what its generate_span_id does, but for the call (an id of 0, which is
@@ -302,6 +309,7 @@ class LeanTracer(Tracer):
                 span_id = getrandbits(64) or id_generator.generate_span_id()
             else:
                 span_id = id_generator.generate_span_id()
+            random = parent_flags & _RANDOM_BIT
             # what SpanContext() makes, without checking the parent's valid trace id again
             span_context = tuple.__new__(
                 SpanContext,
@@ -309,12 +317,14 @@ class LeanTracer(Tracer):
                     trace_id,
                     span_id,
                     False,
-                    _KEPT_RANDOM if parent_flags & _RANDOM_BIT else _SAMPLED,
+                    (_KEPT_RANDOM if random else _SAMPLED)
+                    if kept
+                    else (_UNKEPT_RANDOM if random else _UNSAMPLED),
                     trace_state,
                     0 < span_id <= _SPAN_ID_MAX,
                 ),
             )
-            recording = True
+            recording = bool(kept)
         else:
             if parent is None:
                 trace_id = self.id_generator.generate_trace_id()

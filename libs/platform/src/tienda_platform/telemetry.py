@@ -141,7 +141,8 @@ def configured_sampler(*, recording: bool = True) -> QuietSampler:
     (every trace by default; `parentbased_traceidratio` with 0.1 keeps one in ten, whole);
     background noise is left out whichever they choose (see QuietSampler)."""
     inner = _get_from_env_or_default()
-    # each parent-based sampler the variables can name keeps a span whose parent is kept
+    # each parent-based sampler the variables can name keeps a span whose parent is kept, and
+    # drops one whose parent is not
     return QuietSampler(
         inner, recording=recording, follows_kept_parents=isinstance(inner, ParentBased)
     )
@@ -180,9 +181,11 @@ class QuietSampler(Sampler):
     @recording.setter
     def recording(self, recording: bool) -> None:
         self._recording = recording
-        # read by LeanTracer for every span, which then records a kept parent's children
-        # without asking: an attribute, kept up to date here, rather than a property
+        # read by LeanTracer for every span, which then records a kept parent's children,
+        # and drops the children of a parent not kept, without asking: attributes, kept up
+        # to date here, rather than properties
         self.keeps_children_of_kept_parents = recording and self._follows_kept_parents
+        self.drops_children_of_unkept_parents = recording and self._follows_kept_parents
 
     def should_sample(
         self,

@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -42,7 +43,7 @@ from tienda_platform.spans import (
     current_span_context,
     in_sampled_trace,
 )
-from tienda_platform.telemetry import configured_sampler
+from tienda_platform.telemetry import QuietSampler, configured_sampler
 from tienda_platform.testing import CountingIds
 
 pytestmark = pytest.mark.unit
@@ -368,6 +369,59 @@ def test_children_of_kept_parents_get_what_the_services_sampler_would_give_them(
         TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID,
     ]
     assert all(span.context.trace_state == REMOTE.trace_state for span in lean)
+
+
+def children_of_unkept_parents(tracer: trace.Tracer) -> list[trace.Span]:
+    """A consumer span under a parent from another service that is not kept (with a trace
+    state; and again with a random trace id), and a client span under it: the spans made."""
+    spans: list[trace.Span] = []
+    for flags in (TraceFlags.DEFAULT, TraceFlags.RANDOM_TRACE_ID):
+        remote = SpanContext(
+            REMOTE.trace_id, REMOTE.span_id, True, TraceFlags(flags), REMOTE.trace_state
+        )
+        context = trace.set_span_in_context(NonRecordingSpan(remote))
+        with tracer.start_as_current_span(
+            "handle", context=context, kind=SpanKind.CONSUMER
+        ) as handle:
+            spans.append(handle)
+            spans.append(tracer.start_span("INSERT orders", kind=SpanKind.CLIENT))
+            spans[-1].end()
+    return spans
+
+
+def test_children_of_unkept_parents_get_what_the_services_sampler_would_give_them_unasked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def made(provider: type[TracerProvider], sampler: QuietSampler) -> list[tuple[Any, ...]]:
+        spans = children_of_unkept_parents(provider(sampler=sampler).get_tracer("tienda"))
+        assert all(type(span) is NonRecordingSpan for span in spans)
+        # all but the span id, which is drawn at random
+        return [span.get_span_context()[:1] + span.get_span_context()[2:] for span in spans]
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+    asked: list[str] = []
+    sampler = configured_sampler()
+    ask = sampler.should_sample
+
+    def asked_for(parent: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(name)
+        return ask(parent, trace_id, name, *args, **kwargs)
+
+    monkeypatch.setattr(sampler, "should_sample", asked_for)
+    sdk = made(TracerProvider, sampler)
+    assert asked == ["handle", "INSERT orders"] * 2  # the SDK's tracer asks for every span
+    asked.clear()
+    assert sampler.drops_children_of_unkept_parents
+    assert made(LeanTracerProvider, sampler) == sdk
+    assert asked == []
+    assert [flags for _, _, flags, _, _ in sdk] == [
+        TraceFlags.DEFAULT,
+        TraceFlags.DEFAULT,
+        TraceFlags.RANDOM_TRACE_ID,
+        TraceFlags.RANDOM_TRACE_ID,
+    ]
+    assert all(state == REMOTE.trace_state and valid for _, _, _, state, valid in sdk)
 
 
 def test_a_sampler_that_records_nothing_yet_is_asked_even_under_a_kept_parent() -> None:
