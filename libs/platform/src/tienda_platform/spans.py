@@ -30,11 +30,10 @@ tracers then record such a child without asking the sampler and building its ans
 one trace in ten kept, most spans are children of parents not kept, and a sampler that drops
 all of those as the parent-based ones do (with the parent's trace state) may say so by a true
 `drops_children_of_unkept_parents`: the tracers then give such a child its ids, unrecorded,
-without asking. Their
-`start_as_current_span` gives a `CurrentSpan`: a class that does what the SDK's two nested
-contextlib generators do (start the span, make it current, record an exception, end it),
-without their machinery. Its tracers do not report the SDK's own span metrics
-(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED), which nothing here reads.
+without asking. Their `start_as_current_span` gives a `CurrentSpan`: a class that does what
+the SDK's two nested contextlib generators do (start the span, make it current, record an
+exception, end it), without their machinery. Its tracers do not report the SDK's own span
+metrics (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED), which nothing here reads.
 
 What each span records, and what the exporters send, is the SDK's to the byte but for one
 thing: the stack trace of an exception that leaves a `start_as_current_span` block begins
