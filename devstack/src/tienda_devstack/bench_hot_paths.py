@@ -1,6 +1,6 @@
-"""Per-call costs on every order's path, each against what it replaced: recording a span
-and opening a current span's block (tienda_platform.spans against the SDK's tracer
-provider), the gateway's server span for a request (gateway.tracing.ServerSpans against
+"""Per-call costs on every order's path, each against what it replaced: recording a span,
+opening a current span's block, and a span in a trace that is not kept
+(tienda_platform.spans against the SDK's tracer provider), the gateway's server span for a request (gateway.tracing.ServerSpans against
 OpenTelemetry's ASGI middleware), a service's server span for a gRPC call
 (tienda_platform.grpc_spans.ServerCallSpans against the gRPC instrumentation's aio server
 interceptor), OTLP span encoding (tienda_platform.otlp against the
@@ -31,11 +31,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from starlette.types import Message, Receive, Scope, Send
 from tienda_platform.grpc_spans import ServerCallSpans
 from tienda_platform.otlp import SpanEncoder
 from tienda_platform.spans import LeanTracerProvider
-from tienda_platform.telemetry import configured_sampler
+from tienda_platform.telemetry import QuietSampler, configured_sampler
 from tienda_platform.testing import TokenMint
 
 SPANS = 512  # one export batch
@@ -76,19 +78,27 @@ def order_like_spans() -> list[ReadableSpan]:
 
 
 def _per_span_us(
-    parent: str, one: Callable[[trace.Tracer], None], rounds: int
+    parent: str | SpanContext,
+    one: Callable[[trace.Tracer], None],
+    rounds: int,
+    sampler: Callable[[], Sampler] = configured_sampler,
 ) -> tuple[float, float]:
-    """Microseconds of CPU per call of one(tracer), under a kept parent span, with the
-    services' sampler: the SDK's TracerProvider, then LeanTracerProvider (the best of
-    `rounds` rounds of SPANS calls each; the processor keeps nothing, so only the recording
-    is measured)."""
+    """Microseconds of CPU per call of one(tracer), under a parent span (a kept span of that
+    name, or a span from another service with that context), with the services' sampler
+    (every trace kept, unless `sampler` says otherwise): the SDK's TracerProvider, then
+    LeanTracerProvider (the best of `rounds` rounds of SPANS calls each; the processor keeps
+    nothing, so only the recording is measured)."""
     costs = []
     for provider_class in (TracerProvider, LeanTracerProvider):
-        provider = provider_class(sampler=configured_sampler())
+        provider = provider_class(sampler=sampler())
         provider.add_span_processor(SpanProcessor())
         tracer = provider.get_tracer("tienda")
         best = float("inf")
-        with tracer.start_as_current_span(parent):
+        with (
+            tracer.start_as_current_span(parent)
+            if isinstance(parent, str)
+            else trace.use_span(NonRecordingSpan(parent))
+        ):
             for _ in range(rounds):
                 started = time.process_time()
                 for _ in range(SPANS):
@@ -123,6 +133,27 @@ def current_span_us(rounds: int = 30) -> tuple[float, float]:
             pass
 
     return _per_span_us("POST /v1/orders", one, rounds)
+
+
+def unkept_span_us(rounds: int = 30) -> tuple[float, float]:
+    """To start and end a gRPC call's client span in a trace that is not kept, under one
+    trace in ten kept (parentbased_traceidratio 0.1, as production runs): the fate of most
+    spans then (see _per_span_us)."""
+    caller = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(0)
+    )
+
+    def one(tracer: trace.Tracer) -> None:
+        tracer.start_span(
+            "/product.v1.ProductService/ReserveStock",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.method": "ReserveStock"},
+        ).end()
+
+    def one_in_ten() -> Sampler:
+        return QuietSampler(ParentBasedTraceIdRatio(0.1), follows_kept_parents=True)
+
+    return _per_span_us(caller, one, rounds, sampler=one_in_ten)
 
 
 def server_span_us(requests: int = 2000, rounds: int = 5) -> tuple[float, float]:
