@@ -302,9 +302,9 @@ def section_tracing(tmp: Path) -> None:
     (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=sqlalchemy,redis). Bursts of orders go to each in
     turn while the others idle, in an order that rotates each round, so a drift of the
     machine's speed weighs on all five alike; halfway, five new stacks take over
-    (TRACING_STACKS). A burst's CPU is counted until its trailing work is
-    done and its last span has reached the receiver, a process of its own
-    (SpanCountingReceiver), whose CPU is printed apart."""
+    (TRACING_STACKS). A burst's CPU is counted until its trailing work is done and its last
+    span has reached the receiver, a process of its own (SpanCountingReceiver), whose CPU is
+    printed apart."""
     print(
         f"\nmetrics and tracing versus both off, orchestration, {TRACING_ROUNDS} rounds of"
         f" {TRACING_ORDERS} orders per setting, on {TRACING_STACKS} stacks of each in turn:"
