@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tienda_platform.database import PLATFORM_METADATA, create_engine, session_f
 from tienda_platform.dead_letters import DeadLetters
 from tienda_platform.events import EventEnvelope, build_envelope
 from tienda_platform.outbox import OutboxEvent, OutboxRelay, record_event
+from tienda_platform.redis_server import free_port
 from tienda_platform.testing import events_consumed, eventually
 
 pytestmark = pytest.mark.integration
@@ -360,6 +362,30 @@ async def test_with_metrics_off_the_backlog_is_never_counted(
     )
     assert batches == [2, 1]
     assert counts == []
+
+
+async def test_the_oldest_unsent_event_s_age_grows_while_redis_is_down_and_clears_after(
+    redis_url: str, engine: AsyncEngine
+) -> None:
+    """tienda_outbox_oldest_unsent_age_seconds, which the OutboxBacklogGrowing alert reads:
+    the age of the oldest event waiting, and 0 once every event is out."""
+    await write_events(engine, ["a", "b"])
+    written = datetime.now(UTC) - timedelta(seconds=120)
+    async with engine.begin() as connection:
+        await connection.execute(sa.update(OutboxEvent).values(create_time=written))
+    down = OutboxRelay(engine=engine, broker=RedisBroker(f"redis://127.0.0.1:{free_port()}/0"))
+    with pytest.raises(Exception):  # noqa: B017 - any connection error will do
+        await down.publish_batch()
+    age = REGISTRY.get_sample_value("tienda_outbox_oldest_unsent_age_seconds")
+    assert age is not None and 120 <= age < 180
+    broker = RedisBroker(redis_url)
+    relay = OutboxRelay(engine=engine, broker=broker)
+    try:
+        assert await relay.publish_batch() == 2
+        assert await relay.publish_batch() == 0
+    finally:
+        await broker.stop()
+    assert REGISTRY.get_sample_value("tienda_outbox_oldest_unsent_age_seconds") == 0
 
 
 async def _stream_length(client: redis.Redis, n: int) -> bool:
