@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from tienda_platform.telemetry import exemplar
 
 pytestmark = pytest.mark.contract
 
@@ -114,8 +117,10 @@ def test_metrics_logs_and_traces_link_to_each_other() -> None:
     jaeger = sources["jaeger"]["jsonData"]
     elasticsearch = sources["elasticsearch"]["jsonData"]
 
-    # metrics -> traces (exemplars)
-    assert prometheus["exemplarTraceIdDestinations"][0]["datasourceUid"] == "jaeger"
+    # metrics -> traces (exemplars), by the label the services give an exemplar's trace id
+    [destination] = prometheus["exemplarTraceIdDestinations"]
+    assert destination["datasourceUid"] == "jaeger"
+    assert destination["name"] in recorded_exemplar()
     # logs -> traces
     [link] = elasticsearch["dataLinks"]
     assert link["field"] == "trace.id"
@@ -260,3 +265,13 @@ def test_metric_names_are_read_out_of_promql(
     expr: str, names: set[str], metric_names_of: Callable[[str], set[str]]
 ) -> None:
     assert metric_names_of(expr) == names
+
+
+def recorded_exemplar() -> dict[str, str]:
+    """The exemplar the services record with an observation made in a sampled trace."""
+    trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+    sampled = SpanContext(trace_id, 0xB7AD6B7169203331, True, TraceFlags(TraceFlags.SAMPLED))
+    with trace.use_span(NonRecordingSpan(sampled)):
+        recorded = exemplar()
+    assert recorded is not None and f"{trace_id:032x}" in recorded.values()
+    return recorded

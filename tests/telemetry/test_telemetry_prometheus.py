@@ -3,8 +3,11 @@ and PromQL finds the RED, outbox and saga series."""
 
 from __future__ import annotations
 
+import importlib
+import re
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import pytest
 import yaml
 from debian_tools import debian_tool
 from e2e_support import User, create_product, place_order
+from prometheus_client.parser import text_string_to_metric_families
+from sinks import WebhookReceiver
 from tienda_devstack.stack import GRPC_SERVICES, Stack
 from tienda_platform.redis_server import free_port
 
@@ -120,13 +125,24 @@ def jobs(result: list[dict]) -> set[str]:
 
 
 def test_prometheus_scrapes_red_outbox_and_saga_series(
-    prometheus: str, api: httpx.Client, admin: User, customer: User, stack: Stack
+    prometheus: str,
+    api: httpx.Client,
+    admin: User,
+    customer: User,
+    stack: Stack,
+    webhook_receiver: WebhookReceiver,
 ) -> None:
     mode = stack.env["ORDER_SAGA_MODE"]
     services = {"auth_service", "product_service", "order_service"}
     publishers = services  # each has an outbox
     consumers = {"product_service", "order_service"}
     eventually(prometheus, "up == 1", until=lambda r: jobs(r) == services | {"gateway"})
+    hook = api.post(
+        "/v1/webhooks",
+        headers=customer.headers,
+        json={"url": f"{webhook_receiver.url}/metrics-test", "event_types": ["order.confirmed"]},
+    )
+    assert hook.status_code == 200, hook.text
     product = create_product(api, admin, stock=2)
     place_order(api, customer, product["id"], 1)
     # a series is new at its first scrape, which no rate counts: a second order, once the
@@ -178,7 +194,18 @@ def test_prometheus_scrapes_red_outbox_and_saga_series(
     eventually(
         prometheus, "faststream_received_messages_total", until=lambda r: jobs(r) >= consumers
     )
-    eventually(prometheus, "tienda_build_info", until=lambda r: jobs(r) >= services)
+    eventually(
+        prometheus,
+        'tienda_webhook_deliveries_total{job="order_service", result="succeeded"} >= 1',
+    )
+    # every process names its build, the gateway's included (the overview dashboard's job
+    # selector lists the jobs of tienda_build_info)
+    built = eventually(
+        prometheus, "tienda_build_info == 1", until=lambda r: jobs(r) == services | {"gateway"}
+    )
+    assert {
+        (r["metric"]["job"], r["metric"]["service"], r["metric"]["version"]) for r in built
+    } == {(job, job, importlib.import_module(job).__version__) for job in services | {"gateway"}}
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert rules, "the project's alert rules load"
 
@@ -214,3 +241,37 @@ def test_latency_exemplars_link_the_metrics_to_traces(
     while not wanted <= (found := exemplar_jobs()):
         assert time.monotonic() < deadline, f"exemplars only from {found}"
         time.sleep(0.25)
+
+
+# an entity's id (UUIDs, the ids of orders, products and users) or a trace id in a label value
+# would make a new series for every request
+ID_LIKE = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
+
+
+def test_every_exposition_passes_promtool_and_labels_carry_no_ids(
+    api: httpx.Client, admin: User, customer: User, stack: Stack
+) -> None:
+    """Prometheus naming conventions as `promtool check metrics` checks them (units in names,
+    `_total` counters, help text), and bounded labels: requests for many different ids, and
+    paths that match no route, add no label value that names one."""
+    product = create_product(api, admin, stock=2)
+    order = place_order(api, customer, product["id"], 1)
+    assert api.get(f"/v1/orders/{order['id']}", headers=customer.headers).status_code == 200
+    missing = str(uuid.uuid4())
+    assert api.get(f"/v1/orders/{missing}", headers=customer.headers).status_code == 404
+    assert api.get(f"/v1/no-such-thing/{missing}").status_code == 404
+    promtool = debian_tool("promtool", "prometheus")
+    ports = {
+        **{service: stack.metrics_port(service) for service in GRPC_SERVICES},
+        "gateway": stack.ports.gateway,
+    }
+    for job, port in ports.items():
+        exposition = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        lint = subprocess.run(
+            [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True
+        )
+        assert (lint.returncode, lint.stdout + lint.stderr) == (0, ""), job
+        for family in text_string_to_metric_families(exposition):
+            for sample in family.samples:
+                named = [v for v in sample.labels.values() if ID_LIKE.search(v)]
+                assert not named, f"{job}: {sample.name}{sample.labels}"

@@ -11,6 +11,7 @@ from order_service.domain.webhooks import DeliveryStatus, WebhookNotFound
 from order_service.service_layer import webhooks
 from order_service.service_layer.notification_ports import HttpOutcome
 from order_service.service_layer.webhook_worker import WebhookDeliveryWorker
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook as StandardWebhook
 from tienda_platform.errors import InvalidArgument, PermissionDenied
 from tienda_platform.ids import new_id
@@ -54,6 +55,19 @@ async def create(
         resolver=RESOLVER,
         allow_private=allow_private,
     )
+
+
+def delivered() -> dict[str, float]:
+    """tienda_webhook_deliveries_total by result, so far in this process."""
+    return {
+        result: REGISTRY.get_sample_value("tienda_webhook_deliveries_total", {"result": result})
+        or 0.0
+        for result in ("succeeded", "failed_attempt", "gave_up")
+    }
+
+
+def counted_since(before: dict[str, float]) -> dict[str, float]:
+    return {result: n - before[result] for result, n in delivered().items()}
 
 
 def order_event(customer_id: str, event_type: str = "order.created") -> webhooks.OrderEvent:
@@ -203,6 +217,7 @@ async def test_a_failing_receiver_is_retried_with_backoff_until_it_answers_2xx()
     sender = FakeSender(HttpOutcome(500, "HTTP 500"), HttpOutcome(0, "timed out"))
     deliveries = worker(store, sender, clock)
     clock.now = event.time
+    before = delivered()
     assert await deliveries.deliver_due() == 1
     (delivery,) = store.deliveries.values()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
@@ -230,6 +245,7 @@ async def test_a_failing_receiver_is_retried_with_backoff_until_it_answers_2xx()
         200,
     )
     assert len(sender.posts) == 3
+    assert counted_since(before) == {"succeeded": 1, "failed_attempt": 2, "gave_up": 0}
     assert {p.headers["webhook-id"] for p in sender.posts} == {event.event_id}
     last = sender.posts[-1]
     assert last.address == "93.184.215.14"
@@ -246,6 +262,7 @@ async def test_a_delivery_gives_up_after_its_last_attempt() -> None:
     await record(store, order_event(hook.owner_id))
     sender = FakeSender(*[HttpOutcome(503, "HTTP 503")] * 5)
     deliveries = worker(store, sender, clock, policy=policy(max_attempts=2))
+    before = delivered()
     await deliveries.deliver_due()
     clock.advance(100)
     await deliveries.deliver_due()
@@ -258,6 +275,7 @@ async def test_a_delivery_gives_up_after_its_last_attempt() -> None:
         None,
     )
     assert len(sender.posts) == 2
+    assert counted_since(before) == {"succeeded": 0, "failed_attempt": 1, "gave_up": 1}
 
 
 async def test_the_address_is_checked_again_at_delivery_time() -> None:
