@@ -152,6 +152,18 @@ def test_welcome_and_order_emails_are_sent(
     smtp_sink.wait_for(lambda m: m["To"] == customer.email and "confirmed" in m["Subject"].lower())
 
 
+def test_the_bootstrap_admin_s_own_orders_are_emailed_too(
+    api: httpx.Client, admin: User, smtp_sink: SmtpSink
+) -> None:
+    """The admin never signed up, yet order_service knows their name and email (auth_service
+    publishes the created admin as user.updated), so an order of theirs gets its email."""
+    product = create_product(api, admin, stock=1)
+    order = place_pending_order(api, admin, product["id"], 1)
+    assert outcome(order) == CONFIRMED
+    mail = smtp_sink.wait_for(lambda m: m["To"] == admin.email and order["id"] in m["Subject"])
+    assert "confirmed" in mail["Subject"].lower()
+
+
 def test_customer_names_replicate_and_prices_never_change_old_orders(
     api: httpx.Client, admin: User, customer: User
 ) -> None:

@@ -55,3 +55,8 @@ async def stream_events(redis_url: str) -> list[Published]:
         body, _headers = BinaryMessageFormatV1.parse(fields[b"__data__"])
         published.append(_published(body, raw))
     return published
+
+
+def about(user_id: str, events: list[Published]) -> list[Published]:
+    """The events of one user (the bootstrap admin's creation is in the outbox too)."""
+    return [e for e in events if e.envelope.subject == f"users/{user_id}"]

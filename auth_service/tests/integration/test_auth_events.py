@@ -30,7 +30,8 @@ from tienda_platform.events import EventEnvelope
 from tienda_platform.redis_server import EmbeddedRedis, free_port
 from tienda_platform.testing import eventually
 
-from .auth_streams import Published, outbox_rows, stream_events
+from .auth_streams import Published, about, outbox_rows, stream_events
+from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +96,8 @@ async def test_each_change_commits_with_its_event(app: AuthApp) -> None:
     assert app.engine is not None
     user_id = await _change_everything(app.deps)
     rows = await outbox_rows(app.engine)
-    _assert_the_changes_of(user_id, [event for event, _ in rows])
-    assert [sent for _, sent in rows] == [False] * 3  # no relay runs here
+    _assert_the_changes_of(user_id, about(user_id, [event for event, _ in rows]))
+    assert [sent for _, sent in rows] == [False] * 4  # the admin's and Ada's; no relay here
 
 
 async def test_a_failure_after_recording_rolls_back_the_change_and_its_event(
@@ -109,7 +110,8 @@ async def test_a_failure_after_recording_rolls_back_the_change_and_its_event(
         await _register(failing)
     async with app.deps.uow() as uow:
         assert await uow.users.get_by_email("ada@example.com") is None
-    assert await outbox_rows(app.engine) == []
+    # only the bootstrap admin's creation (see test_the_bootstrap_admin_is_made_known)
+    assert [e.envelope.type for e, _ in await outbox_rows(app.engine)] == ["user.updated"]
 
     user_id = await _register(app.deps)
     with pytest.raises(RuntimeError):
@@ -124,7 +126,10 @@ async def test_a_failure_after_recording_rolls_back_the_change_and_its_event(
         await services.delete_current_user(deps=failing, user_id=user_id)
     user = await services.get_current_user(deps=app.deps, user_id=user_id)
     assert user.full_name == "Ada Lovelace"
-    assert [e.envelope.type for e, _ in await outbox_rows(app.engine)] == ["user.registered"]
+    assert [e.envelope.type for e, _ in await outbox_rows(app.engine)] == [
+        "user.updated",
+        "user.registered",
+    ]
 
 
 @asynccontextmanager
@@ -167,7 +172,7 @@ async def test_a_consumer_group_receives_user_registered_from_the_relay(
                 "auth_service",
             )
             assert payload == _expected(user_id)[0]
-            [entry] = await stream_events(redis_url)
+            [entry] = about(user_id, await stream_events(redis_url))
             assert entry.envelope == envelope
             assert PASSWORD.encode() not in entry.raw and b"$argon2" not in entry.raw
             await eventually(lambda: _all_sent(app))
@@ -190,14 +195,31 @@ async def test_changes_commit_while_redis_is_down_and_their_events_follow(
         async with app.deps.uow() as uow:
             assert await uow.users.get(user_id) is None  # the delete committed
         rows = await outbox_rows(app.engine)
-        _assert_the_changes_of(user_id, [event for event, _ in rows])
+        _assert_the_changes_of(user_id, about(user_id, [event for event, _ in rows]))
         assert not any(sent for _, sent in rows)
 
         with EmbeddedRedis(tmp_path / "redis", port=port) as server:
-            await eventually(lambda: _stream_length(server.url, 3), within=30)
-            _assert_the_changes_of(user_id, await stream_events(server.url))
+            await eventually(lambda: _stream_length(server.url, 4), within=30)
+            _assert_the_changes_of(user_id, about(user_id, await stream_events(server.url)))
             await eventually(lambda: _all_sent(app))
 
 
 async def _stream_length(redis_url: str, length: int) -> bool:
     return len(await stream_events(redis_url)) == length
+
+
+async def test_the_bootstrap_admin_is_made_known_to_the_services_that_copy_users(
+    app: AuthApp,
+) -> None:
+    """Created at start, the admin is in the outbox as user.updated (name and email, for
+    order_service's customer snapshot), in the transaction that created it."""
+    assert app.engine is not None
+    async with app.deps.uow() as uow:
+        admin = await uow.users.get_by_email(ADMIN_EMAIL)
+    assert admin is not None
+    [(event, _)] = await outbox_rows(app.engine)
+    assert event.summary == ("user.updated", f"users/{admin.id}", "auth_service")
+    assert event.payload == events_pb2.UserUpdated(
+        user_id=admin.id, email=ADMIN_EMAIL, full_name=admin.full_name
+    )
+    assert ADMIN_PASSWORD.encode() not in event.raw and b"$argon2" not in event.raw

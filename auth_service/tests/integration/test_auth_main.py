@@ -104,9 +104,14 @@ async def test_serve_migrate_and_rotate_keys(tmp_path: Path, redis_url: str) -> 
                 )
             )
             # The relay runs in the background of the serving process.
-            await eventually(lambda: _has_events(redis_url, 1))
-            [event] = await stream_events(redis_url)
-            assert (event.envelope.type, event.envelope.subject) == (
+            # the admin's creation (user.updated), then Ada's registration
+            await eventually(lambda: _has_events(redis_url, 2))
+            created, registered = await stream_events(redis_url)
+            assert (created.envelope.type, created.payload.email) == (  # type: ignore[attr-defined]
+                "user.updated",
+                "root@example.com",
+            )
+            assert (registered.envelope.type, registered.envelope.subject) == (
                 "user.registered",
                 f"users/{user.id}",
             )

@@ -103,8 +103,32 @@ async def test_delete_publishes_user_deleted(deps: Dependencies, uow: FakeUnitOf
     )
 
 
-async def test_the_bootstrap_admin_publishes_nothing(
+async def test_a_created_bootstrap_admin_is_made_known_as_an_update_not_a_sign_up(
     deps: Dependencies, uow: FakeUnitOfWork
 ) -> None:
+    """The services that copy users get the admin's name and email (user.updated), and no
+    welcome email or registration follows (no user.registered); a restart, which finds the
+    admin, publishes nothing more."""
     await services.bootstrap_admin(deps=deps, email="root@example.com", password=PASSWORD)
-    assert uow.published == []
+    (admin,) = uow.users.rows.values()
+    assert uow.published == [
+        RecordedEvent(
+            "user.updated",
+            f"users/{admin.id}",
+            events_pb2.UserUpdated(
+                user_id=admin.id, email="root@example.com", full_name=admin.full_name
+            ),
+        )
+    ]
+    await services.bootstrap_admin(deps=deps, email="root@example.com", password=PASSWORD)
+    assert len(uow.published) == 1
+
+
+async def test_promoting_a_registered_user_to_admin_publishes_nothing(
+    deps: Dependencies, uow: FakeUnitOfWork
+) -> None:
+    user_id = await _register(deps)
+    registered = list(uow.published)
+    email = uow.users.rows[user_id].email
+    await services.bootstrap_admin(deps=deps, email=email, password=PASSWORD)
+    assert uow.published == registered

@@ -328,6 +328,16 @@ async def _create_admin(*, deps: Dependencies, email: str, password: str) -> str
     )
     async with deps.uow() as uow:
         await uow.users.add(user)
+        # Not a sign-up (no welcome email, no registration to count), but the services that
+        # keep a copy of the users (order_service's customer snapshot, for the admin's own
+        # orders and their emails) learn the admin's name and email as of any other change.
+        uow.record_event(
+            event_type="user.updated",
+            subject=_user_subject(user.id),
+            payload=events_pb2.UserUpdated(
+                user_id=user.id, email=user.email, full_name=user.full_name
+            ),
+        )
         await uow.commit()
     return user.id
 
