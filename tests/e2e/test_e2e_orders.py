@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from e2e_support import User, create_product, eventually, stock_of, wait_terminal
+from tienda_devstack.stack import Stack
 
 from .order_outcomes import (
     CANCELLED_BY_CUSTOMER,
@@ -194,6 +195,35 @@ def test_order_details_compose_order_products_and_customer(
         "full_name": "Ada Customer",
     }
     assert [p["id"] for p in details["products"]] == [product["id"]]
+
+
+def test_order_details_come_from_the_order_s_snapshots_while_auth_service_is_down(
+    api: httpx.Client, admin: User, customer: User, stack: Stack
+) -> None:
+    product = create_product(api, admin, stock=3)
+    order = place_pending_order(api, customer, product["id"], 1)
+
+    def snapshot() -> bool:
+        """order_service's copy of the customer, from user.registered (eventually)."""
+        got = api.get(f"/v1/orders/{order['id']}", headers=customer.headers).json()
+        return got.get("customer_email") == customer.email
+
+    eventually(snapshot)
+    stack.kill("auth_service")
+    try:
+        response = api.get(f"/v1/orders/{order['id']}/details", headers=customer.headers)
+        assert response.status_code == 200, response.text
+        details = response.json()
+        assert details["degraded"] is True
+        assert details["customer"] == {
+            "id": customer.id,
+            "email": customer.email,
+            "full_name": "Ada Customer",
+        }
+        assert [p["id"] for p in details["products"]] == [product["id"]]
+    finally:
+        stack.start(("auth_service",))
+        stack.wait_ready()
 
 
 def test_anonymous_and_customers_cannot_do_admin_or_customer_things(

@@ -2,7 +2,7 @@
 
 The order comes first (its errors are the answer's errors); products and customer are then
 fetched together. When product_service or auth_service cannot answer, the order still comes
-back, 200, with its own snapshots (item names and prices, the customer's name) and
+back, 200, with its own snapshots (item names and prices, the customer's name and email) and
 `"degraded": true`.
 """
 
@@ -94,8 +94,12 @@ class OrderDetails:
 
 
 def _customer_snapshot(order: order_pb2.Order) -> dict[str, str]:
-    """The customer as the order knows them; the order holds no email, so it is empty."""
-    return {"id": order.customer_id, "email": "", "full_name": order.customer_name}
+    """The customer as order_service's snapshot knows them (name and email)."""
+    return {
+        "id": order.customer_id,
+        "email": order.customer_email,
+        "full_name": order.customer_name,
+    }
 
 
 async def _optional(

@@ -121,8 +121,10 @@ def the_order() -> Any:
     return order_pb2.Order(
         id=ORDER_ID,
         customer_id=CUSTOMER_ID,
-        # not auth's "Ada": the details tell which of the two the customer came from
+        # not auth's "Ada" and address: the details tell which of the two the customer came
+        # from
         customer_name="Ada Lovelace",
+        customer_email="ada.lovelace@example.com",
         status=order_pb2.ORDER_STATUS_CONFIRMED,
         items=[
             order_pb2.OrderItem(

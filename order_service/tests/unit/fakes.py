@@ -106,6 +106,7 @@ class FakeOrderRepository(OrderRepository):
         if order is not None:
             customer = self._customers.get(order.customer_id)
             order.customer_name = customer.full_name if customer is not None else ""
+            order.customer_email = customer.email if customer is not None else ""
         return order
 
     async def save(self, order: Order) -> None:

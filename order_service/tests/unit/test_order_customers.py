@@ -30,23 +30,25 @@ async def named(world: World, user_id: str, name: str, at: datetime, email: str 
     )
 
 
-async def test_orders_show_the_newest_name_heard(world: World) -> None:
+async def test_orders_show_the_newest_name_and_email_heard(world: World) -> None:
     buyer = customer()
     await named(world, buyer.user_id, "Ada", T0)
     order = await world.create(buyer)
-    assert order.customer_name == "Ada"
+    assert (order.customer_name, order.customer_email) == ("Ada", f"{buyer.user_id}@x.io")
 
-    await named(world, buyer.user_id, "Ada Lovelace", T0 + timedelta(seconds=2))
+    await named(world, buyer.user_id, "Ada Lovelace", T0 + timedelta(seconds=2), "ada@l.io")
     await named(world, buyer.user_id, "Stale", T0 + timedelta(seconds=1))  # arrived late
-    assert (await world.get(buyer, order.id)).customer_name == "Ada Lovelace"
-    assert world.db.customers[buyer.user_id].email == f"{buyer.user_id}@x.io"
+    again = await world.get(buyer, order.id)
+    assert (again.customer_name, again.customer_email) == ("Ada Lovelace", "ada@l.io")
+    assert world.db.customers[buyer.user_id].email == "ada@l.io"
 
 
 async def test_an_unknown_customer_has_no_name_yet(world: World) -> None:
     buyer = customer()
     order = await world.place(buyer)
-    assert order.customer_name == ""
-    assert (await world.get(buyer, order.id)).customer_name == ""
+    assert (order.customer_name, order.customer_email) == ("", "")
+    again = await world.get(buyer, order.id)
+    assert (again.customer_name, again.customer_email) == ("", "")
 
 
 async def test_deleting_a_user_cancels_their_pending_orders_and_anonymises_the_rest(

@@ -115,6 +115,7 @@ def _order(
     items: Sequence[OrderItemRow],
     payments: Sequence[PaymentRow],
     customer_name: str,
+    customer_email: str,
 ) -> Order:
     return Order(
         id=row.id,
@@ -136,6 +137,7 @@ def _order(
         update_time=utc(row.update_time),
         saga_mode=SagaMode(row.saga_mode),
         customer_name=customer_name,
+        customer_email=customer_email,
         payments=[
             Payment(
                 id=p.id,
@@ -212,8 +214,8 @@ class SqlOrderRepository(OrderRepository):
         found = (await self._session.exec(query, params={"order_id": order_id})).all()
         if not found:
             return None
-        orders = self._assemble([(row, name, item, pay) for row, name, item, pay, _ in found])
-        return orders[0], found[0][4]
+        orders = self._assemble([row[:5] for row in found])
+        return orders[0], found[0][5]
 
     async def save(self, order: Order) -> None:
         row = self._rows.get(order.id) or await self._session.get(OrderRow, order.id)
@@ -282,38 +284,45 @@ class SqlOrderRepository(OrderRepository):
 
     def _assemble(self, found: Sequence[_WholeOrderRow]) -> list[Order]:
         """Orders from the rows of _whole_orders, in the order they came."""
-        parts: dict[str, tuple[OrderRow, str, dict[int, OrderItemRow], dict[str, PaymentRow]]]
+        parts: dict[str, tuple[OrderRow, str, str, dict[int, OrderItemRow], dict[str, PaymentRow]]]
         parts = {}
-        for row, name, item, payment in found:
-            _, _, items, payments = parts.setdefault(row.id, (row, name or "", {}, {}))
+        for row, name, email, item, payment in found:
+            _, _, _, items, payments = parts.setdefault(
+                row.id, (row, name or "", email or "", {}, {})
+            )
             if item is not None:
                 items[item.position] = item
             if payment is not None:
                 payments[payment.id] = payment
-        for row, _, _, payments in parts.values():
+        for row, _, _, _, payments in parts.values():
             self._rows[row.id] = row
             self._payment_ids[row.id] = set(payments)
         return [
-            _order(row, list(items.values()), list(payments.values()), name)
-            for row, name, items, payments in parts.values()
+            _order(row, list(items.values()), list(payments.values()), name, email)
+            for row, name, email, items, payments in parts.values()
         ]
 
 
 # the columns of an outer join's other side come back as None when nothing matched
-_WholeOrderRow = tuple[OrderRow, str | None, OrderItemRow | None, PaymentRow | None]
+_WholeOrderRow = tuple[OrderRow, str | None, str | None, OrderItemRow | None, PaymentRow | None]
 
 
-def _whole_orders() -> Select[OrderRow, str, OrderItemRow, PaymentRow]:
-    """Orders with their customer's name from the snapshot (none yet: NULL), their lines and
-    their payments, in one statement: a row for each pair of an order's line and payment."""
-    return _joined(select(OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow))
+def _whole_orders() -> Select[OrderRow, str, str, OrderItemRow, PaymentRow]:
+    """Orders with their customer's name and email from the snapshot (none yet: NULL), their
+    lines and their payments, in one statement: a row for each pair of an order's line and
+    payment."""
+    # sqlmodel types select() for up to four entities
+    every: Select[OrderRow, str, str, OrderItemRow, PaymentRow] = select(  # type: ignore[call-overload]
+        OrderRow, CustomerRow.full_name, CustomerRow.email, OrderItemRow, PaymentRow
+    )
+    return _joined(every)
 
 
 Query = TypeVar("Query", bound=Select[*tuple[Any, ...]])
 
 
 def _joined(query: Query) -> Query:
-    """The outer joins that add customer names, lines and payments to a select of orders."""
+    """The outer joins that add customers, lines and payments to a select of orders."""
     return (
         query.join(CustomerRow, col(CustomerRow.id) == col(OrderRow.customer_id), isouter=True)
         .join(OrderItemRow, col(OrderItemRow.order_id) == col(OrderRow.id), isouter=True)
@@ -321,7 +330,9 @@ def _joined(query: Query) -> Query:
     )
 
 
-def _by_id(*, for_update: bool, in_mode: bool) -> Select[OrderRow, str, OrderItemRow, PaymentRow]:
+def _by_id(
+    *, for_update: bool, in_mode: bool
+) -> Select[OrderRow, str, str, OrderItemRow, PaymentRow]:
     """The statement of get, for the bound parameters order_id (and saga_mode)."""
     query = _whole_orders().where(col(OrderRow.id) == sa.bindparam("order_id"))
     if in_mode:
@@ -330,11 +341,11 @@ def _by_id(*, for_update: bool, in_mode: bool) -> Select[OrderRow, str, OrderIte
     return query.with_for_update(of=OrderRow) if for_update else query
 
 
-def _with_saga() -> Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow]:
+def _with_saga() -> Select[OrderRow, str, str, OrderItemRow, PaymentRow, SagaRow]:
     """The statement of get_with_saga, for the bound parameter order_id."""
     # sqlmodel types select() for up to four entities
-    every: Select[OrderRow, str, OrderItemRow, PaymentRow, SagaRow] = select(  # type: ignore[call-overload]
-        OrderRow, CustomerRow.full_name, OrderItemRow, PaymentRow, SagaRow
+    every: Select[OrderRow, str, str, OrderItemRow, PaymentRow, SagaRow] = select(  # type: ignore[call-overload]
+        OrderRow, CustomerRow.full_name, CustomerRow.email, OrderItemRow, PaymentRow, SagaRow
     )
     query = _joined(every).join(SagaRow, col(SagaRow.order_id) == col(OrderRow.id))
     return query.where(col(OrderRow.id) == sa.bindparam("order_id"))

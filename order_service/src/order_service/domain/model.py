@@ -101,8 +101,9 @@ class Order:
     saga_mode: SagaMode = SagaMode.ORCHESTRATION
     payments: list[Payment] = field(default_factory=list)
     # The customer's name as replicated from auth events: shown with the order, never changed
-    # through it (the customer snapshot owns it).
+    # through it (the customer snapshot owns it); the same for the email.
     customer_name: str = ""
+    customer_email: str = ""
 
     @classmethod
     def place(

@@ -114,6 +114,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         order_id=order.id,
         customer_id=order.customer_id,
         customer_name=order.customer_name,
+        customer_email=order.customer_email,
         status=order.status,
         status_reason=order.status_reason,
         lines=order.lines,
@@ -143,6 +144,7 @@ def _order_message(
     order_id: str,
     customer_id: str,
     customer_name: str,
+    customer_email: str = "",
     status: OrderStatus,
     status_reason: str,
     lines: list[OrderLine],
@@ -157,6 +159,7 @@ def _order_message(
         id=order_id,
         customer_id=customer_id,
         customer_name=customer_name,
+        customer_email=customer_email,
         status=_STATUS[status],
         status_reason=status_reason,
         items=[

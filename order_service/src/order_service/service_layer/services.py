@@ -159,6 +159,7 @@ async def _place(
     if saga is not None and saga_runs_here is not None:
         saga_runs_here.adopt(saga, order)
     order.customer_name = known.full_name if known is not None else ""
+    order.customer_email = known.email if known is not None else ""
     return order
 
 

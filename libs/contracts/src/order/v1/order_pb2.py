@@ -28,7 +28,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14order/v1/order.proto\x12\x08order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\tOrderItem\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cproduct_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08quantity\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x1e\n\x10unit_price_cents\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xc8\x02\n\x05Order\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x15.order.v1.OrderStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x05items\x18\x05 \x03(\x0b\x32\x13.order.v1.OrderItem\x12\x19\n\x0btotal_cents\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rcustomer_name\x18\t \x01(\tB\x04\xe2\x41\x01\x03\"D\n\x10OrderItemRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\"|\n\x12\x43reateOrderRequest\x12/\n\x05items\x18\x01 \x03(\x0b\x32\x1a.order.v1.OrderItemRequestB\x04\xe2\x41\x01\x02\x12\x1b\n\rpayment_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"#\n\x0fGetOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"N\n\x12ListOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xae\x01\n\x07Webhook\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08owner_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x65vent_types\x18\x04 \x03(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06secret\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xe1\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.order.v1.WebhookDeliveryStatus\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x18\n\x10last_status_code\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x14\x43reateWebhookRequest\x12(\n\x07webhook\x18\x01 \x01(\x0b\x32\x11.order.v1.WebhookB\x04\xe2\x41\x01\x02\"<\n\x13ListWebhooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x14ListWebhooksResponse\x12#\n\x08webhooks\x18\x01 \x03(\x0b\x32\x11.order.v1.Webhook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14\x44\x65leteWebhookRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"W\n\x1cListWebhookDeliveriesRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x1dListWebhookDeliveriesResponse\x12-\n\ndeliveries\x18\x01 \x03(\x0b\x32\x19.order.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x98\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04*\xb0\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x02\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x03\x32\xaf\x06\n\x0cOrderService\x12S\n\x0b\x43reateOrder\x12\x1c.order.v1.CreateOrderRequest\x1a\x0f.order.v1.Order\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12O\n\x08GetOrder\x12\x19.order.v1.GetOrderRequest\x1a\x0f.order.v1.Order\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x12[\n\nListOrders\x12\x1b.order.v1.ListOrdersRequest\x1a\x1c.order.v1.ListOrdersResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/orders\x12_\n\x0b\x43\x61ncelOrder\x12\x1c.order.v1.CancelOrderRequest\x1a\x0f.order.v1.Order\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/orders/{id}:cancel:\x01*\x12\x61\n\rCreateWebhook\x12\x1e.order.v1.CreateWebhookRequest\x1a\x11.order.v1.Webhook\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/webhooks:\x07webhook\x12\x63\n\x0cListWebhooks\x12\x1d.order.v1.ListWebhooksRequest\x1a\x1e.order.v1.ListWebhooksResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/webhooks\x12\x62\n\rDeleteWebhook\x12\x1e.order.v1.DeleteWebhookRequest\x1a\x16.google.protobuf.Empty\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/webhooks/{id}\x12\x8e\x01\n\x15ListWebhookDeliveries\x12&.order.v1.ListWebhookDeliveriesRequest\x1a\'.order.v1.ListWebhookDeliveriesResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/webhooks/{id}/deliveriesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14order/v1/order.proto\x12\x08order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\tOrderItem\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cproduct_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08quantity\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x1e\n\x10unit_price_cents\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xe6\x02\n\x05Order\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x15.order.v1.OrderStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x05items\x18\x05 \x03(\x0b\x32\x13.order.v1.OrderItem\x12\x19\n\x0btotal_cents\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rcustomer_name\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63ustomer_email\x18\n \x01(\tB\x04\xe2\x41\x01\x03\"D\n\x10OrderItemRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\"|\n\x12\x43reateOrderRequest\x12/\n\x05items\x18\x01 \x03(\x0b\x32\x1a.order.v1.OrderItemRequestB\x04\xe2\x41\x01\x02\x12\x1b\n\rpayment_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"#\n\x0fGetOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"N\n\x12ListOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xae\x01\n\x07Webhook\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08owner_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x65vent_types\x18\x04 \x03(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06secret\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xe1\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.order.v1.WebhookDeliveryStatus\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x18\n\x10last_status_code\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x14\x43reateWebhookRequest\x12(\n\x07webhook\x18\x01 \x01(\x0b\x32\x11.order.v1.WebhookB\x04\xe2\x41\x01\x02\"<\n\x13ListWebhooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x14ListWebhooksResponse\x12#\n\x08webhooks\x18\x01 \x03(\x0b\x32\x11.order.v1.Webhook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14\x44\x65leteWebhookRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"W\n\x1cListWebhookDeliveriesRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x1dListWebhookDeliveriesResponse\x12-\n\ndeliveries\x18\x01 \x03(\x0b\x32\x19.order.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x98\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04*\xb0\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x02\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x03\x32\xaf\x06\n\x0cOrderService\x12S\n\x0b\x43reateOrder\x12\x1c.order.v1.CreateOrderRequest\x1a\x0f.order.v1.Order\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12O\n\x08GetOrder\x12\x19.order.v1.GetOrderRequest\x1a\x0f.order.v1.Order\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x12[\n\nListOrders\x12\x1b.order.v1.ListOrdersRequest\x1a\x1c.order.v1.ListOrdersResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/orders\x12_\n\x0b\x43\x61ncelOrder\x12\x1c.order.v1.CancelOrderRequest\x1a\x0f.order.v1.Order\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/orders/{id}:cancel:\x01*\x12\x61\n\rCreateWebhook\x12\x1e.order.v1.CreateWebhookRequest\x1a\x11.order.v1.Webhook\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/webhooks:\x07webhook\x12\x63\n\x0cListWebhooks\x12\x1d.order.v1.ListWebhooksRequest\x1a\x1e.order.v1.ListWebhooksResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/webhooks\x12\x62\n\rDeleteWebhook\x12\x1e.order.v1.DeleteWebhookRequest\x1a\x16.google.protobuf.Empty\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/webhooks/{id}\x12\x8e\x01\n\x15ListWebhookDeliveries\x12&.order.v1.ListWebhookDeliveriesRequest\x1a\'.order.v1.ListWebhookDeliveriesResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/webhooks/{id}/deliveriesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,6 +59,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDER'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_ORDER'].fields_by_name['customer_name']._loaded_options = None
   _globals['_ORDER'].fields_by_name['customer_name']._serialized_options = b'\342A\001\003'
+  _globals['_ORDER'].fields_by_name['customer_email']._loaded_options = None
+  _globals['_ORDER'].fields_by_name['customer_email']._serialized_options = b'\342A\001\003'
   _globals['_ORDERITEMREQUEST'].fields_by_name['product_id']._loaded_options = None
   _globals['_ORDERITEMREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
   _globals['_ORDERITEMREQUEST'].fields_by_name['quantity']._loaded_options = None
@@ -107,42 +109,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSERVICE'].methods_by_name['DeleteWebhook']._serialized_options = b'\202\323\344\223\002\023*\021/v1/webhooks/{id}'
   _globals['_ORDERSERVICE'].methods_by_name['ListWebhookDeliveries']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['ListWebhookDeliveries']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/webhooks/{id}/deliveries'
-  _globals['_ORDERSTATUS']._serialized_start=2010
-  _globals['_ORDERSTATUS']._serialized_end=2162
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2165
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=2341
+  _globals['_ORDERSTATUS']._serialized_start=2040
+  _globals['_ORDERSTATUS']._serialized_end=2192
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2195
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=2371
   _globals['_ORDERITEM']._serialized_start=159
   _globals['_ORDERITEM']._serialized_end=280
   _globals['_ORDER']._serialized_start=283
-  _globals['_ORDER']._serialized_end=611
-  _globals['_ORDERITEMREQUEST']._serialized_start=613
-  _globals['_ORDERITEMREQUEST']._serialized_end=681
-  _globals['_CREATEORDERREQUEST']._serialized_start=683
-  _globals['_CREATEORDERREQUEST']._serialized_end=807
-  _globals['_GETORDERREQUEST']._serialized_start=809
-  _globals['_GETORDERREQUEST']._serialized_end=844
-  _globals['_LISTORDERSREQUEST']._serialized_start=846
-  _globals['_LISTORDERSREQUEST']._serialized_end=904
-  _globals['_LISTORDERSRESPONSE']._serialized_start=906
-  _globals['_LISTORDERSRESPONSE']._serialized_end=984
-  _globals['_CANCELORDERREQUEST']._serialized_start=986
-  _globals['_CANCELORDERREQUEST']._serialized_end=1024
-  _globals['_WEBHOOK']._serialized_start=1027
-  _globals['_WEBHOOK']._serialized_end=1201
-  _globals['_WEBHOOKDELIVERY']._serialized_start=1204
-  _globals['_WEBHOOKDELIVERY']._serialized_end=1557
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=1559
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1623
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1625
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1685
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1687
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1771
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1773
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1813
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1815
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1902
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1904
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2007
-  _globals['_ORDERSERVICE']._serialized_start=2344
-  _globals['_ORDERSERVICE']._serialized_end=3159
+  _globals['_ORDER']._serialized_end=641
+  _globals['_ORDERITEMREQUEST']._serialized_start=643
+  _globals['_ORDERITEMREQUEST']._serialized_end=711
+  _globals['_CREATEORDERREQUEST']._serialized_start=713
+  _globals['_CREATEORDERREQUEST']._serialized_end=837
+  _globals['_GETORDERREQUEST']._serialized_start=839
+  _globals['_GETORDERREQUEST']._serialized_end=874
+  _globals['_LISTORDERSREQUEST']._serialized_start=876
+  _globals['_LISTORDERSREQUEST']._serialized_end=934
+  _globals['_LISTORDERSRESPONSE']._serialized_start=936
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1014
+  _globals['_CANCELORDERREQUEST']._serialized_start=1016
+  _globals['_CANCELORDERREQUEST']._serialized_end=1054
+  _globals['_WEBHOOK']._serialized_start=1057
+  _globals['_WEBHOOK']._serialized_end=1231
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1234
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1587
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=1589
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1653
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1655
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1715
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1717
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1801
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1803
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1843
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1845
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1932
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1934
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2037
+  _globals['_ORDERSERVICE']._serialized_start=2374
+  _globals['_ORDERSERVICE']._serialized_end=3189
 # @@protoc_insertion_point(module_scope)
