@@ -4,8 +4,11 @@ and sagas that survive a crash."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +22,7 @@ from e2e_support import (
 )
 from sinks import SmtpSink, WebhookReceiver
 from standardwebhooks.webhooks import Webhook
-from tienda_devstack.stack import Stack
+from tienda_devstack.stack import Ports, Stack
 
 from .order_outcomes import (
     CONFIRMED,
@@ -125,18 +128,43 @@ def test_webhooks_are_signed_retried_and_logged(
         receiver.stop()
 
 
-def test_private_webhook_urls_are_refused_unless_allowed(api: httpx.Client, customer: User) -> None:
-    # the stack runs with WEBHOOK_ALLOW_PRIVATE=true, which skips every address check
-    # (loopback, private and link-local alike): only what is not an http(s) URL is refused
-    # here. The address checks are order_service's test_order_webhook_grpc.py; that production
-    # refuses to start with the setting, its test_order_config.py.
-    for url in ("ftp://example.com/x", "not a url"):
-        response = api.post(
-            "/v1/webhooks",
-            headers=customer.headers,
-            json={"url": url, "event_types": ["order.confirmed"]},
-        )
-        assert response.status_code == 400, (url, response.text)
+def test_webhook_urls_reaching_private_addresses_are_refused_by_default(tmp_path: Path) -> None:
+    """On a stack of its own without WEBHOOK_ALLOW_PRIVATE (the session's stacks set it, to
+    deliver to the tests' receivers on loopback): loopback, private and link-local
+    destinations, by address or by a name that resolves to one, are refused with 400, as is
+    what is not an http(s) URL; a public address is accepted. That production refuses to start
+    with the setting on is order_service's test_order_config.py."""
+    refused = (
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "ftp://example.com/x",
+        "not a url",
+    )
+    with (
+        Stack(data_dir=tmp_path, ports=Ports.free(), env={"TIENDA_ENV": "test"}) as stack,
+        httpx.Client(base_url=stack.gateway_url, timeout=15.0) as api,
+    ):
+        customer = register(api, "Mallory Prober")
+
+        def registered(url: str) -> httpx.Response:
+            return api.post(
+                "/v1/webhooks",
+                headers=customer.headers,
+                json={"url": url, "event_types": ["order.confirmed"]},
+            )
+
+        for url in refused:
+            response = registered(url)
+            assert response.status_code == 400, (url, response.text)
+        accepted = registered("https://93.184.215.14/hook")
+        assert accepted.status_code == 200, accepted.text
+        # nothing refused was stored
+        listed = api.get("/v1/webhooks", headers=customer.headers).json()["webhooks"]
+        assert [w["url"] for w in listed] == ["https://93.184.215.14/hook"]
 
 
 def test_welcome_and_order_emails_are_sent(
@@ -197,17 +225,29 @@ def test_customer_names_replicate_and_prices_never_change_old_orders(
 def test_a_saga_interrupted_by_a_crash_finishes_after_restart(
     api: httpx.Client, admin: User, customer: User, stack: Stack
 ) -> None:
-    product = create_product(api, admin, stock=2)
-    order_id = submit_pending_order(api, customer, product["id"], 1, "tok_timeout")["id"]
-    # the payment step waits for the provider: kill order_service while it does
-    eventually(lambda: stock_of(api, product["id"]) == 1, timeout=10)
-    pending = api.get(f"/v1/orders/{order_id}", headers=customer.headers).json()
-    assert pending["status"] == "ORDER_STATUS_PENDING"  # mid-saga: reserved, not yet paid
-    stack.kill("order_service")
-    stack.start(("order_service",))
-    stack.wait_ready()
+    """order_service killed while the payment step waits for the provider (tok_timeout), and
+    restarted: the saga it left finishes. What its database holds between the kill and the
+    restart shows the kill landed mid-saga (the order PENDING, its stock reserved); an order
+    whose saga beat the kill to its end is tried again with another."""
+    for _attempt in range(5):
+        product_id = create_product(api, admin, stock=2)["id"]
+        order_id = submit_pending_order(api, customer, product_id, 1, "tok_timeout")["id"]
+        # the payment step waits for the provider: kill order_service while it does
+        eventually(lambda p=product_id: stock_of(api, p) == 1, timeout=10)
+        stack.kill("order_service")
+        left = stored_order_status(stack, order_id)
+        stack.start(("order_service",))
+        stack.wait_ready()
+        order = wait_terminal(api, customer, order_id, timeout=60)
+        assert outcome(order) == PAYMENT_TIMED_OUT
+        eventually(lambda p=product_id: stock_of(api, p) == 2)
+        if left == "PENDING":
+            return
+    raise AssertionError("every saga ended before order_service was killed")
 
-    order = wait_terminal(api, customer, order_id, timeout=60)
 
-    assert outcome(order) == PAYMENT_TIMED_OUT
-    eventually(lambda: stock_of(api, product["id"]) == 2)
+def stored_order_status(stack: Stack, order_id: str) -> str:
+    """The order's status in order_service's SQLite database, read while it is down."""
+    with contextlib.closing(sqlite3.connect(stack.data_dir / "order.db")) as database:
+        row = database.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()
+    return str(row[0])
