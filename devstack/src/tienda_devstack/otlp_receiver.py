@@ -1,14 +1,18 @@
-"""Real OTLP/gRPC trace receivers (the opentelemetry-proto service definitions served by
-grpcio): one that keeps every span it is sent, for the telemetry tests, and one in a process
-of its own that counts them, for the tracing benchmark."""
+"""Real OTLP trace receivers: over gRPC (the opentelemetry-proto service definitions served by
+grpcio), one that keeps every span it is sent, for the telemetry tests, and one in a process
+of its own that counts them, for the tracing benchmark; and over HTTP (OTLP/HTTP's binary
+protobuf encoding, POST <path>, plain or gzip), one that keeps every request."""
 
 from __future__ import annotations
 
+import gzip
 import multiprocessing
 import threading
 import time
+import zlib
 from concurrent import futures
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 
@@ -220,3 +224,74 @@ class SpanCountingReceiver:
     def stop(self) -> None:
         self._process.kill()
         self._process.join(5)
+
+
+@dataclass(frozen=True)
+class HttpExport:
+    """One OTLP/HTTP export request as it arrived."""
+
+    path: str
+    headers: dict[str, str]  # names in lower case
+    spans: list[ReceivedSpan]
+    resources: list[dict[str, object]]
+
+
+class OtlpHttpReceiver:
+    """Listens on 127.0.0.1:<port> for OTLP/HTTP with binary protobuf bodies (what the SDK's
+    http/protobuf exporter sends), as a collector's `otlp` receiver does on 4318: any path
+    (the exporter posts to <endpoint>/v1/traces, or to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as
+    it is), a body plain, gzip or deflate, answered 200 with an ExportTraceServiceResponse;
+    a body that is not one, 400."""
+
+    def __init__(self) -> None:
+        self.exports: list[HttpExport] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                encoding = self.headers.get("Content-Encoding", "")
+                try:
+                    if encoding == "gzip":
+                        body = gzip.decompress(body)
+                    elif encoding == "deflate":
+                        body = zlib.decompress(body)
+                    request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                except Exception:  # any undecodable body is the client's error
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                spans, resources = _decode(request)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.exports.append(HttpExport(self.path, headers, spans, resources))
+                answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # the tests read what arrived, not an access log
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> OtlpHttpReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def received(self) -> list[HttpExport]:
+        with self.lock:
+            return list(self.exports)

@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     DEFAULT_ON,
     Decision,
@@ -107,19 +107,50 @@ def configure_tracing(*, service_name: str, service_version: str, environment: s
     provider = LeanTracerProvider(resource=resource, sampler=configured_sampler(recording=False))
     trace.set_tracer_provider(provider)
     if exporting():
-        from tienda_platform.otlp import FastOTLPSpanExporter
+        record_spans(BatchSpanProcessor(otlp_span_exporter()))
 
-        protocol = os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+
+def otlp_span_exporter() -> SpanExporter:
+    """The OTLP exporter of the protocol OTEL_EXPORTER_OTLP_TRACES_PROTOCOL (or
+    OTEL_EXPORTER_OTLP_PROTOCOL) names, configured by the SDK's own OTEL_EXPORTER_OTLP_*
+    variables (endpoint, headers, timeout, compression, certificates):
+
+    - `grpc`, the default: OTLP/gRPC (a collector's port 4317), encoded by
+      tienda_platform.otlp's encoder;
+    - `http/protobuf`: OTLP/HTTP (port 4318), to OTEL_EXPORTER_OTLP_ENDPOINT + `/v1/traces`,
+      or to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as it is;
+    - `http/json`, which the Python SDK does not send: warned about, and sent as
+      http/protobuf, which the same receivers take on the same port and path."""
+    protocol = (
+        (
+            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "grpc"
         )
-        if protocol and protocol.strip().lower() != "grpc":
+        .strip()
+        .lower()
+    )
+    if protocol.startswith("http/"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+
+        if protocol != "http/protobuf":
             logger.warning(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: tienda exports spans over OTLP/gRPC "
-                "only; point OTEL_EXPORTER_OTLP_ENDPOINT at a gRPC receiver (port 4317)",
+                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: tienda sends spans over OTLP/HTTP as "
+                "http/protobuf, which a receiver of OTLP/HTTP takes on the same port and path",
                 protocol=protocol,
             )
+        return HttpSpanExporter()
+    if protocol != "grpc":
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not an OTLP protocol (grpc, "
+            "http/protobuf): tienda exports spans over OTLP/gRPC",
+            protocol=protocol,
+        )
+    from tienda_platform.otlp import FastOTLPSpanExporter
 
-        record_spans(BatchSpanProcessor(FastOTLPSpanExporter()))
+    return FastOTLPSpanExporter()
 
 
 def record_spans(processor: SpanProcessor) -> None:

@@ -10,14 +10,21 @@ import sys
 import pytest
 import redis.asyncio as redis
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
+from tienda_platform.otlp import FastOTLPSpanExporter
 from tienda_platform.statement_spans import name_redis_batches
-from tienda_platform.telemetry import QuietSampler, configured_sampler
+from tienda_platform.telemetry import QuietSampler, configured_sampler, otlp_span_exporter
 
 pytestmark = pytest.mark.unit
 
@@ -288,17 +295,51 @@ def test_the_standard_variables_override_the_services_resource_attributes() -> N
     assert told["team"] == "shop"
 
 
-def test_an_otlp_protocol_other_than_grpc_is_called_out_at_start() -> None:
-    done = _configured_in_a_process(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_BSP_SCHEDULE_DELAY": "60000",
-        }
-    )
-    assert done.returncode == 0, done.stderr
-    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in done.stderr
-    assert "OTLP/gRPC only" in done.stderr
+EXPORTERS = {"grpc": GrpcSpanExporter, "http": HttpSpanExporter}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "exporter", "warning"),
+    [
+        ("", "grpc", ""),
+        ("grpc", "grpc", ""),
+        ("http/protobuf", "http", ""),
+        (" HTTP/Protobuf ", "http", ""),
+        ("http/json", "http", "as http/protobuf"),
+        ("thrift", "grpc", "is not an OTLP protocol"),
+    ],
+)
+def test_the_otlp_protocol_variable_chooses_the_exporter(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, exporter: str, warning: str
+) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL, as the SDK reads it; what it cannot send is said once,
+    at start."""
+    from loguru import logger
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    said: list[str] = []
+    sink = logger.add(said.append, level="WARNING", format="{message}")
+    try:
+        chosen = otlp_span_exporter()
+    finally:
+        logger.remove(sink)
+    chosen.shutdown()
+    assert isinstance(chosen, EXPORTERS[exporter])
+    if exporter == "grpc":
+        assert isinstance(chosen, FastOTLPSpanExporter)
+    assert (warning in "".join(said)) if warning else said == []
+
+
+def test_the_traces_protocol_variable_wins_over_the_general_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:4318/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    chosen = otlp_span_exporter()
+    chosen.shutdown()
+    assert isinstance(chosen, EXPORTERS["http"])
 
 
 @pytest.mark.parametrize(
