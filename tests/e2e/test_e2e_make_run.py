@@ -16,7 +16,7 @@ import httpx
 import pytest
 from tienda_devstack.stack import Ports, Stack
 from tienda_platform import redis_server
-from tienda_platform.redis_server import free_port
+from tienda_platform.redis_server import EMBEDDED_REDIS_URL_FILE, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -81,10 +81,24 @@ def test_make_run_starts_serves_stops_and_keeps_data(tmp_path: Path) -> None:
             json={"sku": "KEEP-1", "name": "Kept", "price_cents": 100, "stock": 1},
         )
         assert created.status_code == 200, created.text
+        # the dead-letter CLI finds the embedded Redis by the data folder alone
+        dead_letters = subprocess.run(
+            [sys.executable, "-m", "tienda_platform.dead_letters", "list"],
+            env={
+                **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+                "TIENDA_DATA_DIR": str(tmp_path),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (dead_letters.returncode, dead_letters.stdout) == (0, ""), dead_letters.stderr
+        assert (tmp_path / EMBEDDED_REDIS_URL_FILE).read_text().startswith("redis://127.0.0.1:")
     finally:
         output = interrupt(process)
     assert process.returncode == 0, output
     assert "stopped" in output
+    assert not (tmp_path / EMBEDDED_REDIS_URL_FILE).exists()  # its Redis is gone
     for port in (ports.auth, ports.product, ports.order, ports.gateway):
         assert port_closed(port)
 

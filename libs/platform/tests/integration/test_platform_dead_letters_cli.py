@@ -21,7 +21,7 @@ from tienda_contracts.topology import PRODUCT_EVENTS, dead_letter_stream
 from tienda_platform.consumers import REPLAYED_FOR, EventConsumer
 from tienda_platform.database import create_engine
 from tienda_platform.events import EventEnvelope, build_envelope
-from tienda_platform.redis_server import free_port
+from tienda_platform.redis_server import EMBEDDED_REDIS_URL_FILE, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +32,16 @@ DEAD_LETTERS = dead_letter_stream(STREAM)
 GROUP = "dead-letters-cli-tests"
 
 
-async def cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the command in a process of its own (REDIS_URL set to redis_url when given)."""
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+async def cli(
+    *args: str, redis_url: str | None = None, data_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the command in a process of its own (REDIS_URL set to redis_url when given, and
+    TIENDA_DATA_DIR to data_dir)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TIENDA_DATA_DIR")}
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
+    if data_dir is not None:
+        env["TIENDA_DATA_DIR"] = str(data_dir)
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "tienda_platform.dead_letters", *args],
@@ -170,3 +175,20 @@ async def test_an_unreachable_redis_is_a_clear_error_without_a_traceback() -> No
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "127.0.0.1" in done.stderr
+
+
+async def test_without_redis_url_it_finds_the_embedded_redis_of_make_run(
+    redis_url: str, consumer: EventConsumer, client: redis.Redis, tmp_path: Path
+) -> None:
+    """`make run` writes its embedded Redis's URL into the data folder for as long as it runs;
+    `make dead-letters` on that folder needs no --redis-url."""
+    event, _ = await dead_letter(consumer, client, "p2", "RuntimeError: bug")
+    (tmp_path / EMBEDDED_REDIS_URL_FILE).write_text(redis_url + "\n")
+    listed = await cli("list", "--stream", STREAM, data_dir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    assert line.split("\t")[4] == event.id
+    # REDIS_URL, when set, still wins over the file
+    elsewhere = f"redis://127.0.0.1:{free_port()}/0"
+    refused = await cli("list", redis_url=elsewhere, data_dir=tmp_path)
+    assert refused.returncode == 2 and elsewhere in refused.stderr
