@@ -214,7 +214,9 @@ class SqlOrderRepository(OrderRepository):
         found = (await self._session.exec(query, params={"order_id": order_id})).all()
         if not found:
             return None
-        orders = self._assemble([row[:5] for row in found])
+        orders = self._assemble(
+            [(row, name, email, item, pay) for row, name, email, item, pay, _ in found]
+        )
         return orders[0], found[0][5]
 
     async def save(self, order: Order) -> None:
