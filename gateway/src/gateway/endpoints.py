@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.conditional import (
@@ -72,7 +72,19 @@ async def read_body(request: Request, *, limit: int, within: float) -> bytes:
             f"the request body did not all arrive within {within:g} s",
             http_status=408,
         ) from None
+    except ClientDisconnect:
+        # Nobody is left to answer; the access log and http_server_requests_total record it
+        # as the client's doing (499, "client closed request"), not as a server error.
+        raise ApiError(
+            grpc.StatusCode.CANCELLED,
+            "the client closed the connection before its request body arrived",
+            http_status=CLIENT_CLOSED_REQUEST,
+        ) from None
     return b"".join(chunks)
+
+
+# the status nginx and others record for a request its client abandoned
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _too_large(limit: int) -> ApiError:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from tienda_devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tienda_platform.redis_server import free_port
+from tienda_platform.testing import eventually
 
 from .upstream_fakes import MUG_ID, Upstream
 
@@ -203,3 +204,35 @@ async def test_slow_heads_and_bodies_are_timed_out_and_idle_connections_closed(
         # a connection kept alive after an answer is not timed out by a request that follows
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_client_gone_before_its_body_arrived_is_not_a_server_error(
+    upstreams: dict[str, Upstream], tmp_path: Path
+) -> None:
+    """A client that closes its connection mid-body is nobody to answer: the request is
+    counted and logged as 499 (client closed request), not as a 500 with an error line."""
+    log = tmp_path / "gateway.log"
+    async with running_gateway(upstreams, log) as (http, _):
+        port = http.base_url.port
+        assert port is not None
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"sku":'
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+        async def counted() -> bool:
+            exposition = (await http.get("/metrics")).text
+            return (
+                'http_server_requests_total{method="POST",route="/v1/products",'
+                'status_code="499"} 1.0'
+            ) in exposition
+
+        await eventually(counted, within=10)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert not [line for line in lines if line["log.level"] == "error"]
+    assert any(line["message"] == "POST /v1/products 499" for line in lines)
+    assert not [c for c in upstreams["product"].fake.calls if c[0] == "CreateProduct"]
