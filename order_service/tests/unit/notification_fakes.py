@@ -53,6 +53,7 @@ class Store:
     webhooks: dict[str, Webhook] = field(default_factory=dict)
     deliveries: dict[str, WebhookDelivery] = field(default_factory=dict)
     emails: dict[str, Email] = field(default_factory=dict)
+    contacts: dict[str, Contact] = field(default_factory=dict)
 
 
 class FakeWebhooks(WebhookRepository):
@@ -162,6 +163,7 @@ class FakeNotificationUnitOfWork(AbstractNotificationUnitOfWork):
         self.webhooks = FakeWebhooks(store)
         self.deliveries = FakeDeliveries(store)
         self.emails = FakeEmails(store)
+        self.contacts = FakeContacts(store.contacts)
         self.commits = 0
 
     async def commit(self) -> None:

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from order_service.domain.webhooks import DeliveryStatus, WebhookNotFound
 from order_service.service_layer import webhooks
-from order_service.service_layer.notification_ports import HttpOutcome
+from order_service.service_layer.notification_ports import Contact, HttpOutcome
 from order_service.service_layer.webhook_worker import WebhookDeliveryWorker
 from prometheus_client import REGISTRY
 from standardwebhooks import Webhook as StandardWebhook
-from tienda_platform.errors import InvalidArgument, PermissionDenied
+from tienda_platform.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from tienda_platform.ids import new_id
 
 from .notification_fakes import (
@@ -115,6 +115,21 @@ async def test_private_addresses_are_allowed_when_the_setting_says_so() -> None:
 async def test_services_may_not_own_webhooks() -> None:
     with pytest.raises(PermissionDenied):
         await create(Store(), "service:product_service", role="service")
+
+
+async def test_a_deleted_customer_whose_token_has_not_expired_registers_no_webhook() -> None:
+    """As with orders: the account is gone (user.deleted reached the snapshot) though its
+    access token still verifies."""
+    store = Store()
+    gone, known = new_id(), new_id()
+    store.contacts[gone] = Contact(email="", full_name="Deleted customer", deleted=True)
+    store.contacts[known] = Contact(email="k@x.io", full_name="Kim", deleted=False)
+    with pytest.raises(FailedPrecondition, match="account was deleted"):
+        await create(store, gone)
+    assert store.webhooks == {}
+    await create(store, known)  # a known customer, and one no event told of yet, may
+    await create(store, new_id())
+    assert len(store.webhooks) == 2
 
 
 async def test_customers_see_and_delete_only_their_own_webhooks_admins_all() -> None:

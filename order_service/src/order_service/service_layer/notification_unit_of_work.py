@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tienda_platform.unit_of_work import SqlTransaction, UnitOfWork
 
+from order_service.adapters.customer_contacts import SqlCustomerContacts
 from order_service.adapters.notification_repository import EmailRepository, SqlEmailRepository
 from order_service.adapters.webhook_repository import (
     DeliveryRepository,
@@ -13,6 +14,7 @@ from order_service.adapters.webhook_repository import (
     SqlWebhookRepository,
     WebhookRepository,
 )
+from order_service.service_layer.notification_ports import CustomerContacts
 
 
 class AbstractNotificationUnitOfWork(UnitOfWork):
@@ -21,6 +23,8 @@ class AbstractNotificationUnitOfWork(UnitOfWork):
     webhooks: WebhookRepository
     deliveries: DeliveryRepository
     emails: EmailRepository
+    # the customer snapshot, read only
+    contacts: CustomerContacts
 
 
 class SqlNotificationUnitOfWork(SqlTransaction, AbstractNotificationUnitOfWork):
@@ -32,3 +36,4 @@ class SqlNotificationUnitOfWork(SqlTransaction, AbstractNotificationUnitOfWork):
         self.webhooks = SqlWebhookRepository(session)
         self.deliveries = SqlDeliveryRepository(session, skip_locked=self._skip_locked)
         self.emails = SqlEmailRepository(session, skip_locked=self._skip_locked)
+        self.contacts = SqlCustomerContacts(session)
