@@ -208,7 +208,13 @@ class RequestBuilder:
             else:
                 json_format.ParseDict({field.name: data}, target)
         except (json_format.ParseError, ValueError, TypeError, AttributeError) as error:
-            raise invalid_argument(f"invalid request body: {error}") from None
+            # the message the parser's field names are in
+            body_type = (
+                field.message_type if field is not None and wants_object else target.DESCRIPTOR
+            )
+            raise invalid_argument(
+                f"invalid request body: {body_complaint(str(error), body_type)}"
+            ) from None
         except RecursionError:
             raise invalid_argument("the request body is nested too deeply") from None
         return data
@@ -327,4 +333,55 @@ def response_json(message: Message) -> dict[str, Any]:
     """A response message as the REST JSON: proto field names, unset fields included."""
     return json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+_FIELD_FAILED = re.compile(r"Failed to parse (\w+) field")
+_NO_SUCH_FIELD = re.compile(r'has no field named "([^"]{1,100})"')
+_EXPECTED = {
+    FieldDescriptor.CPPTYPE_INT32: "an integer",
+    FieldDescriptor.CPPTYPE_INT64: "an integer",
+    FieldDescriptor.CPPTYPE_UINT32: "a non-negative integer",
+    FieldDescriptor.CPPTYPE_UINT64: "a non-negative integer",
+    FieldDescriptor.CPPTYPE_DOUBLE: "a number",
+    FieldDescriptor.CPPTYPE_FLOAT: "a number",
+    FieldDescriptor.CPPTYPE_BOOL: "true or false",
+    FieldDescriptor.CPPTYPE_STRING: "a string",
+    FieldDescriptor.CPPTYPE_ENUM: "one of its enum names",
+    FieldDescriptor.CPPTYPE_MESSAGE: "an object",
+}
+
+
+def body_complaint(parser_error: str, message: Descriptor | None) -> str:
+    """What was wrong with a request body, in the API's terms: the field (a dotted path into
+    the body) and what it takes, or the unknown field's name; never the JSON parser's own
+    words (Python's exception texts, the message's type names, its list of fields)."""
+    if unknown := _NO_SUCH_FIELD.search(parser_error):
+        return f'unknown field "{unknown[1]}"'
+    path = _FIELD_FAILED.findall(parser_error)
+    field = None
+    for name in path:
+        field = message.fields_by_name.get(name) if message is not None else None
+        if field is None:
+            break
+        message = field.message_type
+    if not path:
+        return "a value does not fit its field"
+    where = ".".join(path)
+    if field is None:
+        return f"field {where} has a value that does not fit it"
+    repeated = _is_repeated(field)
+    if (
+        field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.Timestamp"
+    ):
+        expected = "an RFC 3339 timestamp (2026-01-31T12:00:00Z)"
+    else:
+        expected = _EXPECTED.get(field.cpp_type, "another value")
+    if "out of range" in parser_error:
+        expected += " in range"
+    return (
+        f"field {where} takes a list, each {expected}"
+        if repeated
+        else (f"field {where} takes {expected}")
     )

@@ -66,6 +66,16 @@ def test_update_mask_is_derived_from_the_top_level_body_fields() -> None:
     assert list(request.update_mask.paths) == ["name", "price_cents"]
 
 
+def test_a_body_bound_to_a_field_names_the_fields_inside_it() -> None:
+    build = builder("product.v1.ProductService.UpdateProduct")
+    for body, complaint in [
+        (b'{"price_cents": "abc"}', "invalid request body: field price_cents takes an integer"),
+        (b'{"stock": true}', "invalid request body: field stock takes an integer"),
+        (b'{"nope": 1}', 'invalid request body: unknown field "nope"'),
+    ]:
+        assert refused(build, path_params={"product.id": "p-1"}, body=body) == complaint
+
+
 def test_update_mask_from_the_query_string_wins() -> None:
     build = builder("product.v1.ProductService.UpdateProduct")
     request = build.build(
@@ -170,16 +180,29 @@ def test_bad_query_parameters_are_a_400(query: list[tuple[str, str]], complaint:
         (b"\xff\xfe{", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
         (b'"text"', "must be a JSON object"),
-        (b'{"items": [{"product_id": "p", "quantity": "many"}]}', "invalid request body"),
-        (b'{"items": 5}', "invalid request body"),
-        (b'{"admin": true}', "invalid request body"),
-        (b'{"items": [{"quantity": 99999999999}]}', "invalid request body"),
+        (
+            b'{"items": [{"product_id": "p", "quantity": "many"}]}',
+            "invalid request body: field items.quantity takes an integer",
+        ),
+        (b'{"items": 5}', "invalid request body: field items takes a list, each an object"),
+        (b'{"items": [5]}', "invalid request body: field items takes a list, each an object"),
+        (b'{"admin": true}', 'invalid request body: unknown field "admin"'),
+        (
+            b'{"items": [{"quantity": 99999999999}]}',
+            "invalid request body: field items.quantity takes an integer in range",
+        ),
+        (b'{"items": [{"quantity": {}}]}', "field items.quantity takes an integer"),
+        (b'{"items": [{"product_id": 5}]}', "field items.product_id takes a string"),
+        (b'{"payment_token": 1.5}', "field payment_token takes a string"),
         (b"[" * 100_000 + b"]" * 100_000, "request body"),
     ],
 )
 def test_bad_bodies_are_a_400(body: bytes, complaint: str) -> None:
     message = refused(builder("order.v1.OrderService.CreateOrder"), path_params={}, body=body)
     assert complaint in message
+    # the API's terms only: not Python's exception texts, type names or the parser's own
+    for internal in ("int()", "literal", "NoneType", "bytes-like", "iterable", "at Create"):
+        assert internal not in message
 
 
 def test_a_huge_value_is_never_echoed() -> None:
