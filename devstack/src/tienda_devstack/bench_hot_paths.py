@@ -1,11 +1,10 @@
 """Per-call costs on every order's path, each against what it replaced: recording a span,
 opening a current span's block, and a span in a trace that is not kept
-(tienda_platform.spans against the SDK's tracer provider), the gateway's server span for a request (gateway.tracing.ServerSpans against
-OpenTelemetry's ASGI middleware), a service's server span for a gRPC call
-(tienda_platform.grpc_spans.ServerCallSpans against the gRPC instrumentation's aio server
-interceptor), OTLP span encoding (tienda_platform.otlp against the
-SDK's encoder) and
-access-token checks (a token already checked, from TokenVerifier's cache, against a full
+(tienda_platform.spans against the SDK's tracer provider), the gateway's server span for a
+request (gateway.tracing.ServerSpans against OpenTelemetry's ASGI middleware), a service's
+server span for a gRPC call (tienda_platform.grpc_spans.ServerCallSpans against the gRPC
+instrumentation's aio server interceptor), OTLP span encoding (tienda_platform.otlp against
+the SDK's encoder) and access-token checks (a token already checked, from TokenVerifier's cache, against a full
 check), each in this process; and the greenlet SQLAlchemy's asyncio layer runs each awaited
 database call in, with tienda_platform.stackcache and without, each in a process of its own
 (the cache, once installed, stays for the process)."""

@@ -359,29 +359,22 @@ def body_complaint(parser_error: str, message: Descriptor | None) -> str:
     if unknown := _NO_SUCH_FIELD.search(parser_error):
         return f'unknown field "{unknown[1]}"'
     path = _FIELD_FAILED.findall(parser_error)
+    if not path:
+        return "a value does not fit its field"
+    where = ".".join(path)
     field = None
     for name in path:
         field = message.fields_by_name.get(name) if message is not None else None
         if field is None:
-            break
+            return f"field {where} has a value that does not fit it"
         message = field.message_type
-    if not path:
-        return "a value does not fit its field"
-    where = ".".join(path)
-    if field is None:
-        return f"field {where} has a value that does not fit it"
-    repeated = _is_repeated(field)
-    if (
-        field.message_type is not None
-        and field.message_type.full_name == "google.protobuf.Timestamp"
-    ):
+    assert field is not None  # path is not empty
+    if message is not None and message.full_name == "google.protobuf.Timestamp":
         expected = "an RFC 3339 timestamp (2026-01-31T12:00:00Z)"
     else:
         expected = _EXPECTED.get(field.cpp_type, "another value")
     if "out of range" in parser_error:
         expected += " in range"
-    return (
-        f"field {where} takes a list, each {expected}"
-        if repeated
-        else (f"field {where} takes {expected}")
-    )
+    if _is_repeated(field):
+        return f"field {where} takes a list, each {expected}"
+    return f"field {where} takes {expected}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -128,7 +127,7 @@ async def _main(args: argparse.Namespace) -> int:
 def default_redis_url(settings: ServiceSettings) -> str:
     """REDIS_URL when it is set; otherwise the embedded Redis of a `make run` on this data
     folder (its URL is in <data folder>/redis.url while it runs), or the settings' default."""
-    if os.environ.get("REDIS_URL"):
+    if "redis_url" in settings.model_fields_set:
         return settings.redis_url
     try:
         return (settings.data_dir / EMBEDDED_REDIS_URL_FILE).read_text().strip()

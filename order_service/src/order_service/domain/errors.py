@@ -24,6 +24,14 @@ class IllegalTransition(FailedPrecondition):
         super().__init__(f"order is already {status.lower()}")
 
 
+class CustomerDeleted(FailedPrecondition):
+    """A request made with the access token of a customer who has deleted their account since
+    (the token may not have expired yet): no new order, no new webhook."""
+
+    def __init__(self) -> None:
+        super().__init__("the customer account was deleted")
+
+
 class RequestIdReused(AlreadyExists):
     """A request_id the customer gave before, with a different request."""
 

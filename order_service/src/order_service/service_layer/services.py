@@ -7,13 +7,13 @@ the saga takes it to its end asynchronously. Lists come from the read model (rea
 from __future__ import annotations
 
 from tienda_platform.auth import Principal
-from tienda_platform.errors import FailedPrecondition
 from tienda_platform.ids import new_id
 from tienda_platform.telemetry import set_span_attributes
 
 from order_service.adapters.repository import PlacedRequest
 from order_service.domain.commands import CancelOrder, CreateOrder
 from order_service.domain.errors import (
+    CustomerDeleted,
     IllegalTransition,
     OrderNotFound,
     ProductNotFound,
@@ -127,8 +127,7 @@ async def _place(
         await uow.customers.hold(principal.user_id, exclusive=False)
         known = await uow.customers.get(principal.user_id)
         if known is not None and known.deleted:
-            # the account is gone, though its access token may not have expired yet
-            raise FailedPrecondition("the customer account was deleted")
+            raise CustomerDeleted()
         order = Order.place(
             order_id=new_id(),
             customer_id=principal.user_id,

@@ -11,15 +11,11 @@ from typing import Any, Generic, TypeVar
 
 from tienda_platform import pagination
 from tienda_platform.auth import Principal
-from tienda_platform.errors import (
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
-    PermissionDenied,
-)
+from tienda_platform.errors import FieldViolation, InvalidArgument, PermissionDenied
 from tienda_platform.ids import is_valid_id, new_id
 
 from order_service.adapters.webhook_repository import DeliveryRepository, WebhookRepository
+from order_service.domain.errors import CustomerDeleted
 from order_service.domain.webhooks import (
     Destination,
     Webhook,
@@ -114,8 +110,7 @@ async def create_webhook(
     async with uow:
         contact = await uow.contacts.contact_of(principal.user_id)
         if contact is not None and contact.deleted:
-            # the account is gone, though its access token may not have expired yet
-            raise FailedPrecondition("the customer account was deleted")
+            raise CustomerDeleted()
         await uow.webhooks.add(webhook)
         await uow.commit()
     return webhook
